@@ -1,0 +1,1 @@
+"""Database adapter: SQLAlchemy Core tables, engine setup and repositories."""

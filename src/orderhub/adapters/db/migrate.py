@@ -1,0 +1,26 @@
+"""Run Alembic migrations from code (serve, tests) exactly as `alembic upgrade head` would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    return config
+
+
+def upgrade(url: str) -> None:
+    command.upgrade(alembic_config(url), "head")
+
+
+def check(url: str) -> None:
+    """Raise if the database schema differs from the tables in code."""
+    command.check(alembic_config(url))

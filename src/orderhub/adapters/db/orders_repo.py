@@ -1,0 +1,219 @@
+"""Batch reads and writes of canonical orders: one statement per table per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from orderhub.adapters.db.tables import customer_identities, customers, inbox, order_events, order_lines, orders, quarantine
+from orderhub.domain.merge import Change, Event, StoredOrder, address_dict
+from orderhub.domain.status import Status
+
+_CHUNK = 500
+
+
+class ConcurrentUpdate(Exception):
+    """Another writer changed an order this batch read; the batch is retried from the start."""
+
+
+def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrder]:
+    ids = list(ids)
+    columns = (
+        orders.c.id, orders.c.status, orders.c.updated_at, orders.c.content_hash, orders.c.version,
+        orders.c.holds, orders.c.address, orders.c.buyer_message, orders.c.seller_remark, orders.c.paid,
+    )
+    found: dict[str, Any] = {}
+    refunds: dict[str, list[str]] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        for row in conn.execute(sa.select(*columns).where(orders.c.id.in_(chunk))):
+            found[row.id] = row
+        line_query = (
+            sa.select(order_lines.c.order_id, order_lines.c.refund_status)
+            .where(order_lines.c.order_id.in_(chunk))
+            .order_by(order_lines.c.order_id, order_lines.c.line_no)
+        )
+        for order_id, refund in conn.execute(line_query):
+            refunds.setdefault(order_id, []).append(refund)
+    return {
+        row.id: StoredOrder(
+            id=row.id,
+            status=Status(row.status),
+            updated_at=row.updated_at,
+            content_hash=row.content_hash,
+            version=row.version,
+            holds=tuple(row.holds or ()),
+            address=row.address,
+            line_refunds=tuple(refunds.get(row.id, ())),
+            buyer_message=row.buyer_message,
+            seller_remark=row.seller_remark,
+            paid=row.paid,
+        )
+        for row in found.values()
+    }
+
+
+@dataclass(slots=True)
+class WritePlan:
+    """Everything one processing batch writes, applied in a single transaction."""
+
+    creates: list[tuple[Change, str | None]] = field(default_factory=list)  # (change, customer id)
+    updates: list[tuple[Change, int, str | None]] = field(default_factory=list)  # (change, expected version, customer id)
+    touches: list[dict[str, Any]] = field(default_factory=list)  # same content, newer platform time
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    inbox_done: list[dict[str, Any]] = field(default_factory=list)
+    inbox_retry: list[dict[str, Any]] = field(default_factory=list)
+
+
+def order_row(change: Change, customer_id: str | None, version: int, now: datetime) -> dict[str, Any]:
+    order = change.order
+    a = order.amounts
+    b = order.buyer
+    return {
+        "id": order.id,
+        "channel": order.channel,
+        "shop_id": order.shop_id,
+        "original_id": order.original_id,
+        "status": (change.status or order.status).value,
+        "platform_status": order.platform_status,
+        "created_at": order.created_at,
+        "paid_at": order.paid_at,
+        "updated_at": order.updated_at,
+        "currency": order.currency,
+        "goods": a.goods,
+        "discount": a.discount,
+        "discount_shop": a.discount_shop,
+        "discount_platform": a.discount_platform,
+        "shipping": a.shipping,
+        "paid": a.paid,
+        "customer_id": customer_id,
+        "buyer": {"platform_buyer_id": b.platform_buyer_id, "name": b.name, "phone": b.phone, "level": b.level},
+        "address": address_dict(order),
+        "buyer_message": order.buyer_message or None,
+        "seller_remark": order.seller_remark or None,
+        "holds": list(change.holds),
+        "shipment": {"carrier": order.shipment.carrier, "waybill_no": order.shipment.waybill_no} if order.shipment else None,
+        "pii": order.pii,
+        "content_hash": change.content_hash,
+        "version": version,
+        "raw": orjson.dumps(order.raw).decode(),
+        "modified_at": now,
+    }
+
+
+def line_rows(change: Change) -> list[dict[str, Any]]:
+    order_id = change.order.id
+    return [
+        {
+            "order_id": order_id,
+            "line_no": index,
+            "sku": line.sku,
+            "platform_sku_id": line.platform_sku_id,
+            "platform_line_id": line.platform_line_id,
+            "title": line.title,
+            "qty": line.qty,
+            "unit_price": line.unit_price,
+            "paid": line.paid,
+            "gift": line.gift,
+            "refund_status": line.refund_status,
+        }
+        for index, line in enumerate(change.order.lines)
+    ]
+
+
+def _insert(conn: sa.Connection, table: sa.Table) -> Any:
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
+    if plan.creates:
+        rows = []
+        for change, customer_id in plan.creates:
+            row = order_row(change, customer_id, 1, now)
+            row.update(ingested_at=now, tags=[], priority=0)
+            rows.append(row)
+        conn.execute(orders.insert(), rows)
+        conn.execute(order_lines.insert(), [line for change, _ in plan.creates for line in line_rows(change)])
+    if plan.updates:
+        _update_orders(conn, plan.updates, now)
+    if plan.touches:
+        conn.execute(
+            sa.update(orders).where(orders.c.id == sa.bindparam("b_id")).values(updated_at=sa.bindparam("b_updated_at"), raw=sa.bindparam("b_raw")),
+            plan.touches,
+        )
+    if plan.events:
+        conn.execute(
+            order_events.insert(),
+            [
+                {
+                    "order_id": order_id, "at": now, "actor": e.actor, "kind": e.kind,
+                    "from_status": e.from_status, "to_status": e.to_status, "reason": e.reason, "data": e.data,
+                }
+                for order_id, e in plan.events
+            ],
+        )
+    if plan.identities:
+        stmt = _insert(conn, customer_identities).on_conflict_do_nothing()
+        conn.execute(stmt, [{"channel": c, "buyer_id": b, "customer_id": cid} for (c, b), cid in plan.identities.items()])
+    if plan.customers:
+        stmt = _insert(conn, customers)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[customers.c.id],
+            set_={
+                "name": sa.func.coalesce(stmt.excluded.name, customers.c.name),
+                "phone": sa.func.coalesce(stmt.excluded.phone, customers.c.phone),
+                "level": sa.func.coalesce(stmt.excluded.level, customers.c.level),
+                "order_count": customers.c.order_count + stmt.excluded.order_count,
+                "last_order_at": sa.func.coalesce(stmt.excluded.last_order_at, customers.c.last_order_at),
+            },
+        )
+        conn.execute(stmt, list(plan.customers.values()))
+    if plan.quarantined:
+        for row in plan.quarantined:
+            row.setdefault("created_at", now)
+            row.setdefault("status", "open")
+        conn.execute(quarantine.insert(), plan.quarantined)
+    if plan.inbox_done:
+        conn.execute(
+            sa.update(inbox).where(inbox.c.id == sa.bindparam("b_id"))
+            .values(status="done", outcome=sa.bindparam("b_outcome"), processed_at=now, lease_until=None, error=None),
+            plan.inbox_done,
+        )
+    if plan.inbox_retry:
+        conn.execute(
+            sa.update(inbox).where(inbox.c.id == sa.bindparam("b_id"))
+            .values(
+                status="pending", attempts=sa.bindparam("b_attempts"), next_attempt_at=sa.bindparam("b_next"),
+                error=sa.bindparam("b_error"), lease_until=None,
+            ),
+            plan.inbox_retry,
+        )
+
+
+def _update_orders(conn: sa.Connection, updates: Sequence[tuple[Change, int, str | None]], now: datetime) -> None:
+    mutable = [c for c in orders.c if c.name not in ("id", "channel", "original_id", "ingested_at", "warehouse", "priority", "tags", "rule_version")]
+    values = {c.name: sa.bindparam(f"b_{c.name}") for c in mutable}
+    stmt = sa.update(orders).where(orders.c.id == sa.bindparam("b_id"), orders.c.version == sa.bindparam("b_expected")).values(values)
+    params = []
+    for change, expected, customer_id in updates:
+        row = order_row(change, customer_id, expected + 1, now)
+        bound = {f"b_{name}": row[name] for name in values}
+        bound["b_id"] = row["id"]
+        bound["b_expected"] = expected
+        params.append(bound)
+    result = conn.execute(stmt, params)
+    if result.rowcount != len(params):
+        raise ConcurrentUpdate(f"{len(params) - result.rowcount} of {len(params)} orders changed underneath this batch")
+    ids = [change.order.id for change, _, _ in updates]
+    for start in range(0, len(ids), _CHUNK):
+        conn.execute(sa.delete(order_lines).where(order_lines.c.order_id.in_(ids[start : start + _CHUNK])))
+    conn.execute(order_lines.insert(), [line for change, _, _ in updates for line in line_rows(change)])

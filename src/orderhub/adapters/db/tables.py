@@ -1,0 +1,192 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations must match it (`alembic check`)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from orderhub.adapters.db.types import BigId, Json, UtcDateTime
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Raw platform traffic, stored durably before the platform is acknowledged.
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("kind", sa.String(16), nullable=False),  # push | pull | file | replay
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("meta", Json),
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),  # pending | processing | done
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime),
+    sa.Column("lease_until", UtcDateTime),
+    sa.Column("outcome", sa.String(16)),
+    sa.Column("processed_at", UtcDateTime),
+    sa.Column("error", sa.Text),
+    sa.Index("ix_inbox_status_id", "status", "id"),
+)
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("shop_id", sa.String(64), nullable=False),
+    sa.Column("original_id", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("platform_status", Json, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("paid_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("goods", sa.BigInteger, nullable=False),
+    sa.Column("discount", sa.BigInteger, nullable=False),
+    sa.Column("discount_shop", sa.BigInteger),
+    sa.Column("discount_platform", sa.BigInteger),
+    sa.Column("shipping", sa.BigInteger, nullable=False),
+    sa.Column("paid", sa.BigInteger, nullable=False),
+    sa.Column("customer_id", sa.String(32)),
+    sa.Column("buyer", Json, nullable=False),
+    sa.Column("address", Json, nullable=False),
+    sa.Column("buyer_message", sa.Text),
+    sa.Column("seller_remark", sa.Text),
+    sa.Column("warehouse", sa.String(32)),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("holds", Json, nullable=False),
+    sa.Column("tags", Json, nullable=False),
+    sa.Column("shipment", Json),
+    sa.Column("rule_version", sa.String(32)),
+    sa.Column("pii", Json, nullable=False),
+    sa.Column("content_hash", sa.String(32), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("raw", sa.Text, nullable=False),
+    sa.Column("ingested_at", UtcDateTime, nullable=False),
+    sa.Column("modified_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("paid = goods - discount + shipping", name="amounts_add_up"),
+    sa.UniqueConstraint("channel", "original_id"),
+    sa.Index("ix_orders_created_at_id", "created_at", "id"),
+    sa.Index("ix_orders_shop", "channel", "shop_id"),
+    sa.Index("ix_orders_status", "status"),
+    sa.Index("ix_orders_paid_at", "paid_at"),
+    sa.Index("ix_orders_customer_id", "customer_id"),
+    sa.Index("ix_orders_original_id", "original_id"),
+)
+
+order_lines = sa.Table(
+    "order_lines",
+    metadata,
+    sa.Column("order_id", sa.String(32), sa.ForeignKey("orders.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("line_no", sa.Integer, primary_key=True),
+    sa.Column("sku", sa.String(64)),
+    sa.Column("platform_sku_id", sa.String(64)),
+    sa.Column("platform_line_id", sa.String(64)),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("qty", sa.Integer, nullable=False),
+    sa.Column("unit_price", sa.BigInteger, nullable=False),
+    sa.Column("paid", sa.BigInteger, nullable=False),
+    sa.Column("gift", sa.Boolean, nullable=False),
+    sa.Column("refund_status", sa.String(16), nullable=False),
+    sa.CheckConstraint("qty > 0", name="qty_positive"),
+    sa.Index("ix_order_lines_sku", "sku"),
+)
+
+# Append-only: every status change and every change by a person or rule.
+order_events = sa.Table(
+    "order_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(32), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("from_status", sa.String(20)),
+    sa.Column("to_status", sa.String(20)),
+    sa.Column("reason", sa.Text),
+    sa.Column("data", Json),
+    sa.Index("ix_order_events_order_id_id", "order_id", "id"),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64)),  # masked
+    sa.Column("phone", sa.String(32)),  # masked
+    sa.Column("level", sa.String(16)),
+    sa.Column("channels", Json, nullable=False),
+    sa.Column("order_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("first_seen_at", UtcDateTime, nullable=False),
+    sa.Column("last_order_at", UtcDateTime),
+)
+
+customer_identities = sa.Table(
+    "customer_identities",
+    metadata,
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("buyer_id", sa.String(128), primary_key=True),
+    sa.Column("customer_id", sa.String(32), nullable=False, index=True),
+)
+
+# Authenticated input that could not be processed: kept with the reason, replayable.
+quarantine = sa.Table(
+    "quarantine",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("inbox_id", sa.BigInteger),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("shop_id", sa.String(64)),
+    sa.Column("original_id", sa.String(64)),
+    sa.Column("item_kind", sa.String(16), nullable=False),  # body | message | order
+    sa.Column("code", sa.String(32), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("field", sa.String(128)),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="open"),  # open | replayed
+    sa.Column("replayed_at", UtcDateTime),
+    sa.Column("replay_inbox_id", sa.BigInteger),
+    sa.Index("ix_quarantine_status_id", "status", "id"),
+)
+
+# Incremental pull: where each pull channel's shop got to.
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("synced_until", UtcDateTime, nullable=False),
+    sa.Column("last_success_at", UtcDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("last_error_at", UtcDateTime),
+)
+
+import_mappings = sa.Table(
+    "import_mappings",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("mapping", Json, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+imports = sa.Table(
+    "imports",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("channel", sa.String(32), nullable=False),
+    sa.Column("mapping_name", sa.String(64), nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("orders", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,128 @@
+"""Wires settings, database, adapters and services into one running OrderHub."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+import httpx
+
+from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
+from orderhub.adapters.db import migrate
+from orderhub.adapters.db.engine import create_engine
+from orderhub.adapters.db.inbox import InboxWriter
+from orderhub.config import Settings
+from orderhub.services.intake import Intake
+from orderhub.services.processing import Processor
+from orderhub.services.pull import Puller
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """One OrderHub process: the API's services plus in-process workers (embedded mode)."""
+
+    def __init__(self, settings: Settings, *, channels: ChannelRegistry | None = None, run_migrations: bool = True) -> None:
+        self.settings = settings
+        self.database_url = settings.resolved_database_url
+        if run_migrations:
+            migrate.upgrade(self.database_url)
+        self.engine = create_engine(self.database_url)
+        self.shops = ShopRegistry(settings.shop_configs())
+        self.channels = channels or ChannelRegistry.default()
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(10.0, connect=3.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.writer = InboxWriter(self.engine, on_commit=self._notify)
+        self.intake = Intake(self.writer, self.shops, self.channels)
+        self.processor = Processor(
+            self.engine, self.shops, self.channels, self.http,
+            batch_size=settings.batch_size, max_attempts=settings.max_attempts,
+        )
+        self.puller = Puller(
+            self.engine, self.channels, self.http,
+            overlap_s=settings.pull_overlap_s, lookback_s=settings.pull_lookback_s,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self.workers_running = False
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self, *, workers: bool = True) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.writer.start()
+        if workers:
+            self.start_workers()
+
+    def start_workers(self) -> None:
+        if self.workers_running:
+            return
+        self.workers_running = True
+        self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
+        self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
+
+    async def stop_workers(self) -> None:
+        self.workers_running = False
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError):
+                await task
+
+    async def stop(self) -> None:
+        await self.stop_workers()
+        self.writer.stop()
+        await self.http.aclose()
+        self.engine.dispose()
+
+    def notify_work(self) -> None:
+        """Wake the workers now (new inbox rows were written outside the group-commit writer)."""
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- background loops -----------------------------------------------------------------
+
+    async def _work_loop(self) -> None:
+        while True:
+            try:
+                result = await self.processor.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep the worker alive; the batch's lease expires and it is retried
+                log.exception("processing batch failed")
+                await asyncio.sleep(1.0)
+                continue
+            if result is None or result.rows < self.processor.batch_size:
+                self._wake.clear()
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+
+    async def _pull_loop(self) -> None:
+        while True:
+            for shop in self.shops.all():
+                if shop.channel in self.channels.pull:
+                    try:
+                        await self.puller.pull_shop(shop)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("pull of %s/%s failed", shop.channel, shop.shop_id)
+            self._notify()
+            await asyncio.sleep(self.settings.pull_interval_s)
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Process until the inbox has nothing due (tests, CLI import)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            result = await self.processor.run_once()
+            if result is None:
+                return
+        raise TimeoutError("inbox not drained in time")

@@ -1,0 +1,95 @@
+"""Configuration: a YAML file (optional) overridden by ORDERHUB_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError
+
+from orderhub.adapters.channels.base import ShopConfig
+
+# The platforms' real open-API addresses; the simulator and tests override them per shop.
+DEFAULT_API_BASE_URL: dict[str, str] = {
+    "douyin": "https://openapi-fxg.jinritemai.com",
+    "youzan": "https://open.youzanyun.com",
+    "jd": "https://api.jd.com",
+}
+
+
+class ShopSettings(BaseModel):
+    channel: str
+    shop_id: str
+    name: str
+    app_key: str = ""
+    app_secret: str = ""
+    api_base_url: str | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def to_shop(self) -> ShopConfig:
+        base = self.api_base_url or DEFAULT_API_BASE_URL.get(self.channel, "")
+        return ShopConfig(self.channel, str(self.shop_id), self.name, self.app_key, self.app_secret, base.rstrip("/"), self.extra)
+
+
+class Settings(BaseModel):
+    data_dir: Path = Path("data")
+    database_url: str | None = None
+    pii_key: str | None = None
+    hash_key: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    shops: list[ShopSettings] = Field(default_factory=list)
+    # processing
+    batch_size: int = 500
+    max_attempts: int = 8  # fetch retries of one inbox row before its items are quarantined
+    # incremental pull
+    pull_interval_s: float = 10.0
+    pull_overlap_s: float = 120.0  # re-read this much of the previous window: platforms index late
+    pull_lookback_s: float = 86_400.0  # first sync of a new shop starts this far back
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'orderhub.db').as_posix()}"
+
+    def shop_configs(self) -> list[ShopConfig]:
+        return [shop.to_shop() for shop in self.shops]
+
+
+class ConfigError(Exception):
+    pass
+
+
+_ENV = {
+    "ORDERHUB_DATA_DIR": "data_dir",
+    "ORDERHUB_DATABASE_URL": "database_url",
+    "ORDERHUB_PII_KEY": "pii_key",
+    "ORDERHUB_HASH_KEY": "hash_key",
+    "ORDERHUB_HOST": "host",
+    "ORDERHUB_PORT": "port",
+}
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(config_file.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {config_file}: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {config_file} must be a mapping")
+        data.update(loaded)
+    for env_name, key in _ENV.items():
+        if os.environ.get(env_name):
+            data[key] = os.environ[env_name]
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def database_url_from_env() -> str:
+    return load_settings().resolved_database_url

@@ -1,0 +1,1 @@
+"""Pure business core: no I/O, no frameworks."""

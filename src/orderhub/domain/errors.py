@@ -1,0 +1,65 @@
+"""Stable error codes: they travel unchanged to the API as {code, message, field}."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # authentication of platform traffic
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNATURE_INVALID = "signature_invalid"
+    UNKNOWN_SHOP = "unknown_shop"
+    UNKNOWN_CHANNEL = "unknown_channel"
+    # payload problems (kept in quarantine)
+    MALFORMED_ENVELOPE = "malformed_envelope"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    INVALID_AMOUNT = "invalid_amount"
+    AMOUNTS_MISMATCH = "amounts_mismatch"
+    UNKNOWN_STATUS = "unknown_status"
+    INVALID_TIME = "invalid_time"
+    FETCH_FAILED = "fetch_failed"
+    # file import
+    PRECISION_LOST = "precision_lost"
+    UNKNOWN_MAPPING = "unknown_mapping"
+    INVALID_FILE = "invalid_file"
+    # API
+    NOT_FOUND = "not_found"
+    INVALID_REQUEST = "invalid_request"
+    INVALID_CURSOR = "invalid_cursor"
+    CONFLICT = "conflict"
+    INTAKE_UNAVAILABLE = "intake_unavailable"
+
+
+class OrderHubError(Exception):
+    """An error with a stable code, a human message and (optionally) the field at fault."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"code": self.code.value, "message": self.message, "field": self.field}
+
+
+class NormalizationError(OrderHubError):
+    """A platform payload that cannot become a canonical order; it goes to quarantine."""
+
+
+class SignatureError(OrderHubError):
+    """Platform traffic whose signature is missing or wrong; answered 401, body not kept."""
+
+
+class EnvelopeError(OrderHubError):
+    """An authenticated body that is not the platform's push envelope; kept in quarantine."""
+
+
+class FetchError(OrderHubError):
+    """A platform API call that failed; retried with backoff before it is quarantined."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(ErrorCode.FETCH_FAILED, message)
+        self.retryable = retryable

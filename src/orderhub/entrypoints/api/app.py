@@ -1,0 +1,37 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from orderhub import __version__
+from orderhub.bootstrap import Runtime
+from orderhub.entrypoints.api import errors
+from orderhub.entrypoints.api.routes import build_router
+
+
+def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start(workers=workers)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title="OrderHub 订单中枢",
+        version=__version__,
+        description="One canonical, deduplicated order store for every sales channel. Money is integer fen; times are ISO 8601 in Asia/Shanghai.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(build_router(runtime))
+    app.state.runtime = runtime
+    return app

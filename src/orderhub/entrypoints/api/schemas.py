@@ -1,0 +1,125 @@
+"""Response models: they document the public contract in the OpenAPI description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Error(BaseModel):
+    code: str = Field(description="stable error code, e.g. signature_invalid, not_found")
+    message: str
+    field: str | None = None
+
+
+class Amounts(BaseModel):
+    goods: int = Field(description="Σ unit_price × qty, fen")
+    discount: int = Field(description="every reduction the buyer got, fen")
+    discount_shop: int | None = Field(description="part borne by the merchant; null where the channel does not say")
+    discount_platform: int | None = Field(description="part borne by the platform; null where the channel does not say")
+    shipping: int
+    paid: int = Field(description="paid = goods − discount + shipping")
+
+
+class Line(BaseModel):
+    sku: str | None
+    platform_sku_id: str | None
+    platform_line_id: str | None
+    title: str
+    qty: int
+    unit_price: int
+    paid: int
+    gift: bool
+    refund_status: str = Field(description="none | refunding | refunded")
+
+
+class Customer(BaseModel):
+    id: str | None
+    name: str | None = Field(description="masked, e.g. 张*")
+    phone: str | None = Field(description="masked, e.g. 138****0000")
+    level: str | None
+    channels: list[str]
+
+
+class Order(BaseModel):
+    id: str = Field(description='md5("<channel>:<original_id>")')
+    channel: str
+    shop_id: str
+    original_id: str
+    status: str
+    platform_status: dict[str, Any]
+    created_at: str
+    paid_at: str | None
+    updated_at: str = Field(description="the platform's update time; newer wins")
+    currency: str
+    amounts: Amounts
+    customer: Customer
+    address: dict[str, Any]
+    buyer_message: str | None
+    seller_remark: str | None
+    lines: list[Line]
+    warehouse: str | None
+    priority: int
+    holds: list[dict[str, Any]]
+    tags: list[str]
+    shipment: dict[str, Any] | None
+    rule_version: str | None
+    version: int = Field(description="increments on every change (optimistic concurrency)")
+
+
+class OrderPage(BaseModel):
+    items: list[Order]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page; null at the end")
+
+
+class OrderEvent(BaseModel):
+    id: int
+    at: str
+    actor: str
+    kind: str
+    from_: str | None = Field(alias="from")
+    to: str | None
+    reason: str | None
+    data: Any = None
+
+
+class CustomerDetail(BaseModel):
+    id: str
+    name: str | None
+    phone: str | None
+    level: str | None
+    channels: list[str]
+    order_count: int
+    first_seen_at: str
+    last_order_at: str | None
+
+
+class QuarantineItem(BaseModel):
+    id: int
+    inbox_id: int | None
+    channel: str
+    shop_id: str | None
+    original_id: str | None
+    item_kind: str = Field(description="body (not the push envelope) | message | order")
+    code: str
+    message: str
+    field: str | None
+    created_at: str
+    status: str = Field(description="open | replayed")
+    replayed_at: str | None
+    replay_inbox_id: int | None
+    size: int
+
+
+class QuarantinePage(BaseModel):
+    items: list[QuarantineItem]
+    next_cursor: int | None
+
+
+class ReplayResult(BaseModel):
+    quarantine_id: int
+    replay_inbox_id: int
+    result: str = Field(description="processed | quarantined | retrying")
+    outcomes: dict[str, int]
+    new_quarantine: list[dict[str, Any]]

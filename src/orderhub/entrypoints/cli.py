@@ -1,0 +1,141 @@
+"""The `orderhub` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import orjson
+
+from orderhub.config import ConfigError, Settings, load_settings
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """OrderHub 订单中枢 — every channel's orders in one canonical, deduplicated store."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default=None, help="Bind address (default 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default 8000).")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
+@click.option("--demo", is_flag=True, help="Seed the demo shop and run the platform simulator in this process.")
+@click.option("--demo-rate", default=2.0, show_default=True, help="Simulated orders per second in --demo mode.")
+def serve(host: str | None, port: int | None, config: Path | None, demo: bool, demo_rate: float) -> None:
+    """Run the API, the console and the in-process workers."""
+    from orderhub.entrypoints.serve import run_server
+
+    settings = _settings(config, host=host, port=port)
+    asyncio.run(run_server(settings, demo=demo, demo_rate=demo_rate))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=9100, show_default=True, type=int)
+@click.option("--target", default="http://127.0.0.1:8000", show_default=True, help="OrderHub base URL to push to.")
+@click.option("--rate", default=2.0, show_default=True, help="New orders per second (0 = API only).")
+@click.option("--seed", default=20251111, show_default=True, type=int)
+def simulate(host: str, port: int, target: str, rate: float, seed: int) -> None:
+    """Play the platforms (抖店, 有赞, 京东) on localhost: open APIs with real signing, and pushes."""
+    from orderhub.simulator.app import run
+
+    asyncio.run(run(host, port, target, rate, seed))
+
+
+@main.command("migrate")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def migrate_cmd(config: Path | None) -> None:
+    """Upgrade the database schema to the newest version (alembic upgrade head)."""
+    from orderhub.adapters.db import migrate
+
+    url = _settings(config).resolved_database_url
+    migrate.upgrade(url)
+    click.echo("schema is up to date")
+
+
+@main.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--mapping", "mapping_name", required=True, help="Name of a saved column mapping.")
+@click.option("--channel", required=True, help="Channel code of the orders, e.g. pos, distributor, jd.")
+@click.option("--shop", "shop_id", default="default", show_default=True)
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_cmd(file: Path, mapping_name: str, channel: str, shop_id: str, config: Path | None) -> None:
+    """Import orders from a CSV/XLSX file through the normal pipeline, then process them."""
+    from orderhub.entrypoints.offline import import_file
+
+    report = asyncio.run(import_file(_settings(config), file, mapping_name, channel, shop_id))
+    click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+
+
+@main.group()
+def mappings() -> None:
+    """Saved column mappings for file import."""
+
+
+@mappings.command("set")
+@click.argument("name")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def mappings_set(name: str, file: Path, config: Path | None) -> None:
+    """Save (or replace) mapping NAME from a YAML/JSON FILE."""
+    from orderhub.entrypoints.offline import save_mapping
+
+    save_mapping(_settings(config), name, file)
+    click.echo(f"mapping {name} saved")
+
+
+@mappings.command("list")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def mappings_list(config: Path | None) -> None:
+    from orderhub.entrypoints.offline import list_mappings
+
+    for name in list_mappings(_settings(config)):
+        click.echo(name)
+
+
+@main.group()
+def quarantine() -> None:
+    """Input kept for review: list and replay."""
+
+
+@quarantine.command("list")
+@click.option("--status", default="open", show_default=True)
+@click.option("--limit", default=50, show_default=True)
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def quarantine_list(status: str, limit: int, config: Path | None) -> None:
+    from orderhub.entrypoints.offline import list_quarantine
+
+    items = list_quarantine(_settings(config), status, limit)
+    if not items:
+        click.echo("quarantine is empty")
+    for item in items:
+        click.echo(f"{item['id']:>6}  {item['created_at']}  {item['channel']:<8} {item['code']:<20} {item['original_id'] or '-':<22} {item['message']}")
+
+
+@quarantine.command("replay")
+@click.argument("quarantine_id", type=int)
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def quarantine_replay(quarantine_id: int, config: Path | None) -> None:
+    from orderhub.entrypoints.offline import replay
+
+    result = asyncio.run(replay(_settings(config), quarantine_id))
+    click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    if result["result"] == "quarantined":
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

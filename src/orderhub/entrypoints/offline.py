@@ -1,0 +1,59 @@
+"""CLI commands that work on the database directly, without a running server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orderhub.adapters.db import queries
+from orderhub.adapters.db.inbox import claim
+from orderhub.bootstrap import Runtime
+from orderhub.config import Settings
+from orderhub.services import imports, quarantine
+
+
+async def import_file(settings: Settings, file: Path, mapping_name: str, channel: str, shop_id: str) -> dict[str, Any]:
+    runtime = Runtime(settings)
+    try:
+        report = imports.import_file(runtime.engine, file.read_bytes(), file.name, mapping_name, channel, shop_id)
+        rows = claim(runtime.engine, len(report["inbox_ids"]) or 1, ids=report["inbox_ids"])
+        result = await runtime.processor.process(rows) if rows else None
+        report["outcomes"] = dict(result.outcomes) if result else {}
+        return report
+    finally:
+        await runtime.stop()
+
+
+def save_mapping(settings: Settings, name: str, file: Path) -> None:
+    runtime = Runtime(settings)
+    try:
+        imports.save_mapping(runtime.engine, name, yaml.safe_load(file.read_text(encoding="utf-8")))
+    finally:
+        runtime.engine.dispose()
+
+
+def list_mappings(settings: Settings) -> list[str]:
+    runtime = Runtime(settings)
+    try:
+        return imports.mapping_names(runtime.engine)
+    finally:
+        runtime.engine.dispose()
+
+
+def list_quarantine(settings: Settings, status: str, limit: int) -> list[dict[str, Any]]:
+    runtime = Runtime(settings)
+    try:
+        with runtime.engine.connect().execution_options(readonly=True) as conn:
+            return queries.list_quarantine(conn, status, None, limit, None)
+    finally:
+        runtime.engine.dispose()
+
+
+async def replay(settings: Settings, quarantine_id: int) -> dict[str, Any]:
+    runtime = Runtime(settings)
+    try:
+        return await quarantine.replay(runtime.processor, quarantine_id)
+    finally:
+        await runtime.stop()

@@ -1,0 +1,1 @@
+"""Use cases: each one a unit of work over the adapters."""

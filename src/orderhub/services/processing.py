@@ -1,0 +1,347 @@
+"""Inbox rows -> canonical orders: parse, fetch, normalize, merge and write, a batch at a time.
+
+One batch is one transaction: orders, lines, events, customers, quarantine rows and the
+inbox rows' completion commit together, so a crash anywhere leaves the inbox rows pending
+(their lease expires) and the whole batch is simply processed again, idempotently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from orderhub.adapters.channels.base import PushMessage, ShopConfig
+from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
+from orderhub.adapters.db.inbox import InboxRow, claim
+from orderhub.adapters.db.orders_repo import ConcurrentUpdate, WritePlan, load_stored, write_plan
+from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, OrderHubError
+from orderhub.domain.ids import customer_id, order_id
+from orderhub.domain.merge import Change, Outcome, StoredOrder, apply_snapshot, stored_after
+from orderhub.domain.order import NormalizedOrder
+
+log = logging.getLogger(__name__)
+
+# The most telling outcome of a row's items is what the inbox row records.
+_OUTCOME_RANK = ["quarantined", "created", "updated", "stale", "unchanged"]
+# A backlog of pushes for one shop is fetched as one time window instead of order by order
+# when the window is short enough to be cheap (the platform pages 100 orders a call).
+_WINDOW_MIN_MESSAGES = 40
+_WINDOW_MAX_SPAN = timedelta(minutes=15)
+
+
+@dataclass(slots=True)
+class _Item:
+    row: InboxRow
+    seq: int
+    source: str  # the adapter that reads it: a channel code, or "file"
+    shop_id: str | None
+    kind: str  # body | message | order
+    payload: Any
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return (self.row.id, self.seq)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    rows: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    retried: int = 0
+
+
+@dataclass(slots=True)
+class _Batch:
+    plan: WritePlan = field(default_factory=WritePlan)
+    outcomes: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
+    retry: dict[int, str] = field(default_factory=dict)
+    snapshots: list[tuple[tuple[int, int], str, NormalizedOrder]] = field(default_factory=list)
+
+
+class Processor:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        shops: ShopRegistry,
+        channels: ChannelRegistry,
+        http: httpx.AsyncClient,
+        *,
+        batch_size: int = 500,
+        max_attempts: int = 8,
+    ) -> None:
+        self.engine = engine
+        self.shops = shops
+        self.channels = channels
+        self.http = http
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+
+    async def run_once(self) -> BatchResult | None:
+        rows = await asyncio.to_thread(claim, self.engine, self.batch_size)
+        if not rows:
+            return None
+        return await self.process(rows)
+
+    async def process(self, rows: list[InboxRow]) -> BatchResult:
+        for attempt in range(5):
+            try:
+                return await self._process(rows)
+            except (ConcurrentUpdate, sa.exc.IntegrityError) as exc:
+                # Another worker wrote one of these orders first: reload and decide again.
+                log.info("batch of %d rows retried after a concurrent write (%s)", len(rows), exc)
+                await asyncio.sleep(0.05 * (attempt + 1))
+        return await self._process(rows)
+
+    # -- the pipeline -------------------------------------------------------------------
+
+    async def _process(self, rows: list[InboxRow]) -> BatchResult:
+        batch = _Batch()
+        items = [item for row in rows for item in self._expand(row, batch)]
+        messages = [item for item in items if item.kind == "message"]
+        for item in items:
+            if item.kind == "order":
+                self._normalize(item, item.payload, batch)
+        ids = {order_id(item.source, item.payload.original_id) for item in messages}
+        ids.update(order.id for _, _, order in batch.snapshots)
+        stored = await asyncio.to_thread(self._load, ids)
+
+        groups: dict[tuple[str, str | None], list[_Item]] = defaultdict(list)
+        for item in messages:
+            message: PushMessage = item.payload
+            current = stored.get(order_id(item.source, message.original_id))
+            if current is not None and message.event_time is not None and message.event_time < current.updated_at:
+                batch.outcomes[item.row.id].append(Outcome.STALE)  # already reflected in what we hold
+                continue
+            groups[(item.source, item.shop_id)].append(item)
+        await asyncio.gather(*(self._fetch(source, shop_id, group, batch) for (source, shop_id), group in groups.items()))
+        missing = {order.id for _, _, order in batch.snapshots} - stored.keys()
+        if missing:
+            stored.update(await asyncio.to_thread(self._load, missing))
+
+        self._merge(stored, batch)
+        now = datetime.now(UTC)
+        result = self._finish_rows(rows, batch, now)
+        await asyncio.to_thread(self._write, batch.plan, now)
+        return result
+
+    def _expand(self, row: InboxRow, batch: _Batch) -> list[_Item]:
+        kind = row.kind
+        meta = row.meta or {}
+        if kind == "replay":
+            kind = {"body": "push", "message": "message", "order": "order"}[meta["item_kind"]]
+        source = "file" if kind == "file" else meta.get("source", row.channel)
+        try:
+            if kind == "push":
+                adapter = self.channels.push[row.channel]
+                messages = adapter.parse_push(row.body)
+                return [_Item(row, seq, row.channel, m.shop_id, "message", m) for seq, m in enumerate(messages)]
+            if kind == "message":
+                data = orjson.loads(row.body)
+                event_time = datetime.fromisoformat(data["event_time"]) if data.get("event_time") else None
+                message = PushMessage(data["shop_id"], data["original_id"], data["kind"], event_time, data["raw"])
+                return [_Item(row, 0, row.channel, message.shop_id, "message", message)]
+            if kind in ("pull", "file"):
+                raws = orjson.loads(row.body)["orders"]
+                return [_Item(row, seq, source, row.shop_id, "order", raw) for seq, raw in enumerate(raws)]
+            if kind == "order":
+                return [_Item(row, 0, source, row.shop_id, "order", orjson.loads(row.body))]
+        except EnvelopeError as exc:
+            self._quarantine(_Item(row, 0, row.channel, row.shop_id, "body", row.body), exc, batch)
+            return []
+        except (KeyError, ValueError, TypeError) as exc:
+            error = EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"unreadable {kind} row: {exc}")
+            self._quarantine(_Item(row, 0, row.channel, row.shop_id, "body", row.body), error, batch)
+            return []
+        raise ValueError(f"unknown inbox kind {row.kind!r}")
+
+    def _normalize(self, item: _Item, raw: dict[str, Any], batch: _Batch) -> None:
+        try:
+            if item.source == "file":
+                shop = self._shop(raw.get("channel", "file"), raw.get("shop_id") or item.shop_id or "default")
+                order = self.channels.file.normalize(raw, shop)
+            else:
+                shop = self.shops.by_shop(item.source, item.shop_id or "")
+                if shop is None:
+                    raise NormalizationError(ErrorCode.UNKNOWN_SHOP, f"shop {item.shop_id} is not configured for {item.source}", "shop_id")
+                order = self.channels.sources[item.source].normalize(raw, shop)
+        except NormalizationError as exc:
+            self._quarantine(replace(item, kind="order", payload=raw), exc, batch)
+            return
+        except Exception as exc:  # an adapter bug must not lose the message either
+            log.exception("adapter %s failed on an order", item.source)
+            error = NormalizationError(ErrorCode.INVALID_FIELD, f"adapter error: {type(exc).__name__}: {exc}")
+            self._quarantine(replace(item, kind="order", payload=raw), error, batch)
+            return
+        batch.snapshots.append((item.position, self._actor(item), order))
+
+    def _shop(self, channel: str, shop_id: str) -> ShopConfig:
+        return self.shops.by_shop(channel, shop_id) or ShopConfig(channel, shop_id, shop_id)
+
+    async def _fetch(self, source: str, shop_id: str | None, items: list[_Item], batch: _Batch) -> None:
+        shop = self.shops.by_shop(source, shop_id or "")
+        if shop is None:
+            error = NormalizationError(ErrorCode.UNKNOWN_SHOP, f"shop {shop_id} is not configured for {source}", "shop_id")
+            for item in items:
+                self._quarantine(item, error, batch)
+            return
+        adapter = self.channels.sources[source]
+        wanted = list(dict.fromkeys(item.payload.original_id for item in items))
+        found: dict[str, dict[str, Any]] = {}
+        try:
+            times = [item.payload.event_time for item in items]
+            if len(wanted) >= _WINDOW_MIN_MESSAGES and all(times):
+                start = min(times) - timedelta(seconds=1)
+                end = datetime.now(UTC) + timedelta(seconds=5)
+                if end - start <= _WINDOW_MAX_SPAN:
+                    for raw in await adapter.pull_window(self.http, shop, start, end):
+                        self._normalize(items[-1], raw, batch)
+                    have = {order.original_id for _, _, order in batch.snapshots if order.channel == source}
+                    wanted = [oid for oid in wanted if oid not in have]
+            if wanted:
+                found = await adapter.fetch_orders(self.http, shop, wanted)
+        except FetchError as exc:
+            for item in items:
+                self._retry_or_quarantine(item, exc, batch)
+            return
+        except Exception as exc:  # an adapter that let a transport error escape: retry later
+            log.warning("fetch from %s failed: %s", source, exc)
+            for item in items:
+                self._retry_or_quarantine(item, FetchError(f"{type(exc).__name__}: {exc}"), batch)
+            return
+        for item in items:
+            raw = found.get(item.payload.original_id)
+            if raw is not None:
+                self._normalize(item, raw, batch)
+            elif item.payload.original_id in wanted:
+                self._retry_or_quarantine(item, FetchError(f"order {item.payload.original_id} not found on {source}"), batch)
+
+    def _retry_or_quarantine(self, item: _Item, error: FetchError, batch: _Batch) -> None:
+        if error.retryable and item.row.attempts + 1 < self.max_attempts:
+            batch.retry[item.row.id] = error.message
+        else:
+            self._quarantine(item, error, batch)
+
+    def _merge(self, stored: dict[str, StoredOrder], batch: _Batch) -> None:
+        state: dict[str, StoredOrder | None] = dict(stored)
+        last_write: dict[str, Change] = {}
+        customers_seen: dict[str, int] = {}
+        plan = batch.plan
+        # Snapshots are applied in arrival order so the event log tells the story as it happened.
+        for position, actor, order in sorted(batch.snapshots, key=lambda s: s[0]):
+            previous = state.get(order.id)
+            change = apply_snapshot(previous, order, actor)
+            batch.outcomes[position[0]].append(change.outcome)
+            state[order.id] = stored_after(change, previous) if change.outcome is not Outcome.STALE else previous
+            if change.outcome in (Outcome.CREATED, Outcome.UPDATED):
+                last_write[order.id] = change
+                plan.events.extend((order.id, event) for event in change.events)
+                if change.outcome is Outcome.CREATED:
+                    customers_seen[order.id] = 1
+        for oid, change in last_write.items():
+            final = state[oid]
+            assert final is not None
+            if change.order.updated_at != final.updated_at:
+                change.order = replace(change.order, updated_at=final.updated_at)
+            cid = self._customer(change, plan, customers_seen.get(oid, 0))
+            if oid in stored:
+                plan.updates.append((change, stored[oid].version, cid))
+            else:
+                plan.creates.append((change, cid))
+        for oid, final in state.items():
+            before = stored.get(oid)
+            if oid not in last_write and before is not None and final is not None and final.updated_at > before.updated_at:
+                order = next(o for _, _, o in reversed(batch.snapshots) if o.id == oid)
+                plan.touches.append({"b_id": oid, "b_updated_at": final.updated_at, "b_raw": orjson.dumps(order.raw).decode()})
+
+    def _customer(self, change: Change, plan: WritePlan, new_orders: int) -> str | None:
+        order = change.order
+        buyer_id = order.buyer.platform_buyer_id
+        if not buyer_id:
+            return None
+        cid = customer_id(order.channel, buyer_id)
+        plan.identities[(order.channel, buyer_id)] = cid
+        entry = plan.customers.get(cid)
+        if entry is None:
+            plan.customers[cid] = {
+                "id": cid, "name": order.buyer.name, "phone": order.buyer.phone, "level": order.buyer.level,
+                "channels": [order.channel], "order_count": new_orders,
+                "first_seen_at": datetime.now(UTC), "last_order_at": order.created_at,
+            }
+        else:
+            entry["order_count"] += new_orders
+            entry["last_order_at"] = max(entry["last_order_at"], order.created_at)
+        return cid
+
+    def _quarantine(self, item: _Item, error: OrderHubError, batch: _Batch) -> None:
+        if item.kind == "body":
+            payload = item.payload
+            original_id = None
+        elif item.kind == "message":
+            m: PushMessage = item.payload
+            original_id = m.original_id
+            payload = orjson.dumps({
+                "shop_id": m.shop_id, "original_id": m.original_id, "kind": m.kind,
+                "event_time": m.event_time.isoformat() if m.event_time else None, "raw": m.raw,
+            })
+        else:
+            payload = orjson.dumps(item.payload)
+            original_id = _guess_original_id(item.payload)
+        batch.plan.quarantined.append({
+            "inbox_id": item.row.id,
+            "channel": item.source,  # the adapter that reads it again on replay
+            "shop_id": item.shop_id,
+            "original_id": original_id,
+            "item_kind": item.kind,
+            "code": error.code.value,
+            "message": error.message,
+            "field": error.field,
+            "payload": payload,
+        })
+        batch.outcomes[item.row.id].append("quarantined")
+
+    def _finish_rows(self, rows: list[InboxRow], batch: _Batch, now: datetime) -> BatchResult:
+        result = BatchResult(rows=len(rows))
+        for row in rows:
+            outcomes = batch.outcomes.get(row.id, [])
+            result.outcomes.update(outcomes)
+            if row.id in batch.retry:
+                attempts = row.attempts + 1
+                delay = min(300.0, 2.0 ** attempts)
+                batch.plan.inbox_retry.append({
+                    "b_id": row.id, "b_attempts": attempts, "b_next": now + timedelta(seconds=delay), "b_error": batch.retry[row.id],
+                })
+                result.retried += 1
+                continue
+            outcome = min(outcomes, key=_OUTCOME_RANK.index) if outcomes else "empty"
+            batch.plan.inbox_done.append({"b_id": row.id, "b_outcome": str(outcome)})
+        return result
+
+    @staticmethod
+    def _actor(item: _Item) -> str:
+        return "file_import" if item.source == "file" else f"platform:{item.source}"
+
+    def _load(self, ids: set[str]) -> dict[str, StoredOrder]:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return load_stored(conn, ids)
+
+    def _write(self, plan: WritePlan, now: datetime) -> None:
+        with self.engine.begin() as conn:
+            write_plan(conn, plan, now)
+
+
+def _guess_original_id(raw: Any) -> str | None:
+    if not isinstance(raw, dict):
+        return None
+    for key in ("original_id", "order_id", "orderId", "tid", "order_sn"):
+        if raw.get(key):
+            return str(raw[key])
+    info = raw.get("full_order_info", {}).get("order_info", {}) if isinstance(raw.get("full_order_info"), dict) else {}
+    return str(info["tid"]) if info.get("tid") else None
