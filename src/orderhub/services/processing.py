@@ -172,13 +172,16 @@ class Processor:
                 if shop is None:
                     raise NormalizationError(ErrorCode.UNKNOWN_SHOP, f"shop {item.shop_id} is not configured for {item.source}", "shop_id")
                 order = self.channels.sources[item.source].normalize(raw, shop)
-        except NormalizationError as exc:
-            self._quarantine(replace(item, kind="order", payload=raw), exc, batch)
-            return
-        except Exception as exc:  # an adapter bug must not lose the message either
-            log.exception("adapter %s failed on an order", item.source)
-            error = NormalizationError(ErrorCode.INVALID_FIELD, f"adapter error: {type(exc).__name__}: {exc}")
-            self._quarantine(replace(item, kind="order", payload=raw), error, batch)
+        except Exception as exc:
+            if not isinstance(exc, NormalizationError):  # an adapter bug must not lose the input either
+                log.exception("adapter %s failed on an order", item.source)
+                exc = NormalizationError(ErrorCode.INVALID_FIELD, f"adapter error: {type(exc).__name__}: {exc}")
+            # A fetched order is quarantined as its push message (a replay fetches it afresh),
+            # with the snapshot that failed kept beside it for review.
+            if item.kind == "message":
+                self._quarantine(item, exc, batch, snapshot=raw)
+            else:
+                self._quarantine(replace(item, kind="order", payload=raw), exc, batch)
             return
         batch.snapshots.append((item.position, self._actor(item), order))
 
@@ -280,7 +283,7 @@ class Processor:
             entry["last_order_at"] = max(entry["last_order_at"], order.created_at)
         return cid
 
-    def _quarantine(self, item: _Item, error: OrderHubError, batch: _Batch) -> None:
+    def _quarantine(self, item: _Item, error: OrderHubError, batch: _Batch, snapshot: dict[str, Any] | None = None) -> None:
         if item.kind == "body":
             payload = item.payload
             original_id = None
@@ -290,6 +293,7 @@ class Processor:
             payload = orjson.dumps({
                 "shop_id": m.shop_id, "original_id": m.original_id, "kind": m.kind,
                 "event_time": m.event_time.isoformat() if m.event_time else None, "raw": m.raw,
+                "snapshot": snapshot,
             })
         else:
             payload = orjson.dumps(item.payload)
