@@ -190,3 +190,24 @@ imports = sa.Table(
     sa.Column("orders", sa.Integer, nullable=False),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+# The merchant's catalogue: warehouses and SKUs (stock per warehouse arrives with inventory).
+warehouses = sa.Table(
+    "warehouses",
+    metadata,
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("city", sa.String(64)),
+)
+
+skus = sa.Table(
+    "skus",
+    metadata,
+    sa.Column("code", sa.String(64), primary_key=True),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("category", sa.String(32)),
+    sa.Column("price", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.BigInteger, nullable=False),
+    sa.Column("weight_g", sa.Integer, nullable=False),
+    sa.CheckConstraint("price >= 0 AND cost >= 0", name="money_not_negative"),
+)

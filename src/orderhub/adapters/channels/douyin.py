@@ -1,0 +1,370 @@
+"""抖店 Douyin shop channel: push verification, signed open-API calls, normalization.
+
+Wire protocol: docs/wire-protocols.md (抖店 section); sources and a worked signing vector:
+docs/platforms.md (Douyin).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity.wait import wait_base
+
+from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
+from orderhub.adapters.channels.douyin_normalize import normalize_douyin_order, unix_seconds
+from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, SignatureError
+from orderhub.domain.order import NormalizedOrder
+
+API_VERSION = "2"
+SUCCESS = 10000
+# Failure codes as the simulator serves them (wire-protocols.md); the live platform's numbers
+# for these cases are not confirmed [U], so sub_code words are checked as well.
+CODE_SIGNATURE_INVALID = 30001
+CODE_BAD_TOKEN = 30002
+CODE_RATE_LIMITED = 30003
+CODE_SERVICE_UNAVAILABLE = 20000  # 服务暂不可用 [U]
+VERIFICATION_TAG = "0"
+# The message's own time, most specific first: an update beats the event-specific stamps.
+EVENT_TIME_FIELDS = ("update_time", "cancel_time", "pay_time", "create_time")
+PAGE_SIZE = 100
+
+
+def canonical_param_json(params: Mapping[str, Any]) -> str:
+    """Business params as 抖店 signs them: keys sorted at every level, no spaces, UTF-8 kept."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def sign_request(
+    app_key: str, app_secret: str, method: str, param_json: str, timestamp: str, sign_method: str = "hmac-sha256"
+) -> str:
+    """The `sign` query parameter of an open-API call (wire-protocols.md)."""
+    message = (
+        f"{app_secret}app_key{app_key}method{method}param_json{param_json}"
+        f"timestamp{timestamp}v{API_VERSION}{app_secret}"
+    ).encode()
+    if sign_method == "hmac-sha256":
+        return hmac.new(app_secret.encode(), message, hashlib.sha256).hexdigest()
+    if sign_method == "md5":
+        return hashlib.md5(message).hexdigest()
+    raise ValueError(f"unsupported sign_method {sign_method!r}")
+
+
+def push_signature(app_key: str, body: bytes, app_secret: str) -> str:
+    """`event-sign` of a push: md5 over app_key + the exact body bytes + app_secret."""
+    return hashlib.md5(app_key.encode() + body + app_secret.encode()).hexdigest()
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup for plain dicts and Starlette Headers alike."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+@dataclass(slots=True)
+class _CachedToken:
+    value: str
+    refresh_at: float  # clock seconds after which a new token is fetched
+
+
+class _BadToken(FetchError):
+    """The platform refused the access token; the caller refreshes it and tries once more."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class _UnknownOrder(Exception):
+    """The platform says the order number does not exist (the order is left out, not an error)."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, FetchError) and exc.retryable
+
+
+class DouyinChannel:
+    """PushChannel + OrderSource for 抖店."""
+
+    channel = "douyin"
+    ack_body = b'{"code":0,"msg":"success"}'
+    ack_media_type = "application/json"
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        sign_method: str = "hmac-sha256",
+        concurrency: int = 16,
+        attempts: int = 3,
+        retry_wait: wait_base | None = None,
+    ) -> None:
+        self._clock = clock
+        self._sign_method = sign_method
+        self._concurrency = concurrency
+        self._attempts = attempts
+        self._retry_wait = retry_wait if retry_wait is not None else wait_exponential(multiplier=0.05, max=0.5)
+        # Per-instance state only: tokens by (app_key, shop_id), and the shops whose pre-issued
+        # token the platform refused (from then on they use token.create).
+        self._tokens: dict[tuple[str, str], _CachedToken] = {}
+        self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._refused_preissued: set[tuple[str, str]] = set()
+
+    # -- push ---------------------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
+        app_key = header_value(headers, "app-id")
+        signature = header_value(headers, "event-sign")
+        if not app_key:
+            raise SignatureError(ErrorCode.SIGNATURE_MISSING, "header app-id is missing", "app-id")
+        if not signature:
+            raise SignatureError(ErrorCode.SIGNATURE_MISSING, "header event-sign is missing", "event-sign")
+        app_shops = shops.by_app_key(self.channel, app_key)
+        if not app_shops:
+            raise SignatureError(ErrorCode.UNKNOWN_SHOP, f"no douyin shop is served by app {app_key}", "app-id")
+        given = signature.strip().lower().encode("utf-8", "replace")
+        # All shops of one app share its secret; checking each distinct one costs nothing and
+        # keeps a half-edited configuration from rejecting every push.
+        for secret in dict.fromkeys(shop.app_secret for shop in app_shops):
+            if hmac.compare_digest(push_signature(app_key, body, secret).encode(), given):
+                # The headers name only the app; each message names its shop.
+                return Authenticated(app_key=app_key, shop_id=None)
+        raise SignatureError(ErrorCode.SIGNATURE_INVALID, "event-sign does not match the body", "event-sign")
+
+    def parse_push(self, body: bytes) -> list[PushMessage]:
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not JSON", "body") from None
+        if not isinstance(envelope, list):
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not a JSON array of messages", "body")
+        messages = []
+        for index, item in enumerate(envelope):
+            message = _parse_message(item, f"[{index}]")
+            if message is not None:
+                messages.append(message)
+        return messages
+
+    # -- open API -------------------------------------------------------------------------
+
+    async def fetch_orders(
+        self, http: httpx.AsyncClient, shop: ShopConfig, original_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def fetch_one(order_id: str) -> tuple[str, dict[str, Any] | None]:
+            async with gate:
+                try:
+                    data = await self._call(http, shop, "order.orderDetail", {"shop_order_id": order_id})
+                except _UnknownOrder:
+                    return order_id, None
+            detail = data.get("shop_order_detail")
+            return order_id, detail if isinstance(detail, dict) and detail else None
+
+        ids = list(dict.fromkeys(str(i) for i in original_ids))
+        results = await asyncio.gather(*(fetch_one(i) for i in ids), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            # A permanent failure says more about what to fix than a transient one.
+            permanent = [f for f in failures if isinstance(f, FetchError) and not f.retryable]
+            raise (permanent or failures)[0]
+        return {order_id: detail for order_id, detail in results if detail is not None}  # type: ignore[misc]
+
+    async def pull_window(
+        self, http: httpx.AsyncClient, shop: ShopConfig, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        start_s, end_s = _epoch(start, "start"), _epoch(end, "end")
+        orders: list[dict[str, Any]] = []
+        page = 0
+        while True:
+            params = {
+                "page": page,
+                "size": PAGE_SIZE,
+                "update_time_start": start_s,
+                "update_time_end": end_s,
+                "order_by": "update_time",
+                "order_asc": True,
+            }
+            data = await self._call(http, shop, "order.searchList", params)
+            batch = data.get("shop_order_list") or []
+            if not isinstance(batch, list):
+                raise FetchError("douyin order.searchList: shop_order_list is not a list", retryable=False)
+            orders.extend(o for o in batch if isinstance(o, dict) and _in_window(o, start_s, end_s))
+            total = data.get("total")
+            page += 1
+            if not batch or len(batch) < PAGE_SIZE or (isinstance(total, int) and page * PAGE_SIZE >= total):
+                return orders
+
+    def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
+        return normalize_douyin_order(raw, shop.shop_id)
+
+    # -- calls, tokens, retries -------------------------------------------------------------
+
+    async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict:
+        """One business call with a token, retried on transient failures; returns `data`."""
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._retry_wait,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                token = await self._access_token(http, shop)
+                try:
+                    return await self._request(http, shop, method, params, token)
+                except _BadToken:
+                    self._drop_token(shop, token)
+                    token = await self._access_token(http, shop)
+                    return await self._request(http, shop, method, params, token)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    async def _access_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> str:
+        key = (shop.app_key, shop.shop_id)
+        preissued = shop.extra.get("access_token")
+        if preissued and key not in self._refused_preissued:
+            return str(preissued)
+        async with self._token_locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached is not None and self._clock() < cached.refresh_at:
+                return cached.value
+            params = {"code": "", "grant_type": "authorization_self", "shop_id": shop.shop_id}
+            data = await self._request(http, shop, "token.create", params, token=None)
+            value, expires_in = data.get("access_token"), data.get("expires_in")
+            if not value or not isinstance(expires_in, int):
+                raise FetchError("douyin token.create: no access_token/expires_in in the reply", retryable=False)
+            # Refresh a little before expiry so an in-flight call never carries a dead token.
+            margin = min(300, expires_in // 10)
+            self._tokens[key] = _CachedToken(str(value), self._clock() + expires_in - margin)
+            return str(value)
+
+    def _drop_token(self, shop: ShopConfig, refused: str) -> None:
+        key = (shop.app_key, shop.shop_id)
+        # Concurrent calls may all see the same refusal; only the first drops the token, so a
+        # fresh one fetched meanwhile is kept.
+        cached = self._tokens.get(key)
+        if cached is not None and cached.value == refused:
+            del self._tokens[key]
+        if refused == shop.extra.get("access_token"):
+            self._refused_preissued.add(key)
+
+    async def _request(
+        self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any], token: str | None
+    ) -> dict[str, Any]:
+        param_json = canonical_param_json(params)
+        timestamp = str(int(self._clock()))
+        query = {"app_key": shop.app_key, "method": method}
+        if token is not None:
+            query["access_token"] = token
+        query |= {
+            "param_json": param_json,
+            "timestamp": timestamp,
+            "v": API_VERSION,
+            "sign_method": self._sign_method,
+            "sign": sign_request(shop.app_key, shop.app_secret, method, param_json, timestamp, self._sign_method),
+        }
+        url = f"{shop.api_base_url.rstrip('/')}/{method.replace('.', '/')}"
+        try:
+            response = await http.post(
+                url, params=query, content=param_json.encode(), headers={"Content-Type": "application/json"}
+            )
+        except httpx.TransportError as exc:
+            raise FetchError(f"douyin {method}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        return _check_reply(method, response)
+
+
+def _check_reply(method: str, response: httpx.Response) -> dict[str, Any]:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise FetchError(f"douyin {method}: HTTP {status}", retryable=True)
+    if status >= 400:
+        raise FetchError(f"douyin {method}: HTTP {status}", retryable=False)
+    try:
+        reply = json.loads(response.content)  # stdlib json keeps int64 ids exact
+    except ValueError:
+        raise FetchError(f"douyin {method}: reply is not JSON", retryable=True) from None
+    if not isinstance(reply, dict):
+        raise FetchError(f"douyin {method}: reply is not a JSON object", retryable=True)
+    code = reply.get("code")
+    if code == SUCCESS:
+        data = reply.get("data")
+        return data if isinstance(data, dict) else {}
+    sub_code = str(reply.get("sub_code") or "")
+    detail = f"douyin {method}: code {code} {sub_code} {reply.get('sub_msg') or reply.get('msg') or ''}".strip()
+    words = f"{sub_code} {reply.get('sub_msg') or ''} {reply.get('msg') or ''}".lower()
+    if code == CODE_BAD_TOKEN or "access-token" in sub_code:
+        raise _BadToken(detail)
+    if code in (CODE_RATE_LIMITED, CODE_SERVICE_UNAVAILABLE) or "rate-limit" in words or "限流" in words:
+        raise FetchError(detail, retryable=True)
+    if code != CODE_SIGNATURE_INVALID and _says_order_unknown(words):
+        raise _UnknownOrder(detail)
+    raise FetchError(detail, retryable=False)
+
+
+def _says_order_unknown(words: str) -> bool:
+    about_order = "订单" in words or "order" in words
+    missing = "不存在" in words or "not exist" in words or "not found" in words or "not-exist" in words
+    return about_order and missing
+
+
+def _parse_message(item: Any, path: str) -> PushMessage | None:
+    if not isinstance(item, dict):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"message {path} is not an object", path)
+    tag = item.get("tag")
+    if tag is None or isinstance(tag, bool):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"message {path} has no tag", f"{path}.tag")
+    tag = str(tag)
+    if tag == VERIFICATION_TAG:  # the platform's URL check, not an order event
+        return None
+    data = item.get("data")
+    if isinstance(data, str):
+        try:
+            data = json.loads(data)
+        except ValueError:
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"{path}.data is not JSON", f"{path}.data") from None
+    if not isinstance(data, dict):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"{path}.data is not an object", f"{path}.data")
+    p_id, shop_id = data.get("p_id"), data.get("shop_id")
+    if isinstance(p_id, bool) or not isinstance(p_id, (int, str)) or not str(p_id):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"{path}.data.p_id is missing", f"{path}.data.p_id")
+    if isinstance(shop_id, bool) or not isinstance(shop_id, (int, str)) or not str(shop_id):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"{path}.data.shop_id is missing", f"{path}.data.shop_id")
+    return PushMessage(
+        shop_id=str(shop_id),
+        original_id=str(p_id),
+        kind=tag,
+        event_time=_event_time(data, path),
+        raw={**item, "data": data},
+    )
+
+
+def _event_time(data: dict[str, Any], path: str) -> datetime | None:
+    for name in EVENT_TIME_FIELDS:
+        if data.get(name) not in (None, 0, ""):
+            try:
+                return unix_seconds(data[name], f"{path}.data.{name}")
+            except NormalizationError as exc:
+                raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, exc.message, exc.field) from None
+    return None
+
+
+def _epoch(moment: datetime, name: str) -> int:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return int(moment.timestamp())
+
+
+def _in_window(order: dict[str, Any], start_s: int, end_s: int) -> bool:
+    """Keep [start, end): the platform's end bound is inclusive, the contract's is not."""
+    updated = order.get("update_time")
+    return not isinstance(updated, int) or start_s <= updated < end_s

@@ -1,0 +1,319 @@
+"""有赞 Youzan cloud channel: push verification, token-authorised API calls, normalization.
+
+Wire protocol: docs/wire-protocols.md (有赞 section); sources: docs/platforms.md (Youzan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote_plus
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity.wait import wait_base
+
+from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
+from orderhub.adapters.channels.youzan_normalize import SHANGHAI, TIME_FORMAT, normalize_youzan_trade
+from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, SignatureError
+from orderhub.domain.order import NormalizedOrder
+
+SUCCESS = 200
+# 4203 access_token不存在 (wire-protocols.md); 40010/40011 are the older gateway's
+# "token missing/expired" and "token invalid" codes (youzan/open-sdk-Csharp Docs/全局错误码.md).
+BAD_TOKEN_CODES = frozenset({4203, 40010, 40011})
+TRADE_GET = ("youzan.trade.get", "4.0.0")
+TRADES_SOLD_GET = ("youzan.trades.sold.get", "4.0.0")
+PAGE_SIZE = 100
+
+
+def push_signature(client_id: str, body: bytes, client_secret: str) -> str:
+    """`Event-Sign` of a push: md5 over client_id + the exact body bytes + client_secret."""
+    return hashlib.md5(client_id.encode() + body + client_secret.encode()).hexdigest()
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """Case-insensitive header lookup for plain dicts and Starlette Headers alike."""
+    wanted = name.lower()
+    for key, value in headers.items():
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+@dataclass(slots=True)
+class _CachedToken:
+    value: str
+    refresh_at: float
+
+
+class _BadToken(FetchError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class _UnknownOrder(Exception):
+    pass
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, FetchError) and exc.retryable
+
+
+class YouzanChannel:
+    """PushChannel + OrderSource for 有赞云."""
+
+    channel = "youzan"
+    ack_body = b'{"code":0,"msg":"success"}'
+    ack_media_type = "application/json"
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = 16,
+        attempts: int = 3,
+        retry_wait: wait_base | None = None,
+    ) -> None:
+        self._clock = clock
+        self._concurrency = concurrency
+        self._attempts = attempts
+        self._retry_wait = retry_wait if retry_wait is not None else wait_exponential(multiplier=0.05, max=0.5)
+        self._tokens: dict[tuple[str, str], _CachedToken] = {}
+        self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._refused_preissued: set[tuple[str, str]] = set()
+
+    # -- push ---------------------------------------------------------------------------
+
+    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
+        client_id = header_value(headers, "Client-Id")
+        signature = header_value(headers, "Event-Sign")
+        if not client_id:
+            raise SignatureError(ErrorCode.SIGNATURE_MISSING, "header Client-Id is missing", "Client-Id")
+        if not signature:
+            raise SignatureError(ErrorCode.SIGNATURE_MISSING, "header Event-Sign is missing", "Event-Sign")
+        app_shops = shops.by_app_key(self.channel, client_id)
+        if not app_shops:
+            raise SignatureError(ErrorCode.UNKNOWN_SHOP, f"no youzan shop is served by client {client_id}", "Client-Id")
+        given = signature.strip().lower().encode("utf-8", "replace")
+        for secret in dict.fromkeys(shop.app_secret for shop in app_shops):
+            if hmac.compare_digest(push_signature(client_id, body, secret).encode(), given):
+                return Authenticated(app_key=client_id, shop_id=None)  # the body names the shop (kdt_id)
+        raise SignatureError(ErrorCode.SIGNATURE_INVALID, "Event-Sign does not match the body", "Event-Sign")
+
+    def parse_push(self, body: bytes) -> list[PushMessage]:
+        try:
+            envelope = json.loads(body)
+        except ValueError:
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not JSON", "body") from None
+        if not isinstance(envelope, dict):
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not a JSON object", "body")
+        if envelope.get("test") is True:  # the console's connectivity check
+            return []
+        msg = _decode_msg(envelope.get("msg"))
+        tid = envelope.get("id") or msg.get("tid")
+        if isinstance(tid, bool) or not isinstance(tid, (str, int)) or not str(tid):
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push names no trade (id / msg.tid)", "id")
+        kdt_id = envelope.get("kdt_id")
+        if isinstance(kdt_id, bool) or not isinstance(kdt_id, (str, int)) or not str(kdt_id):
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push has no kdt_id", "kdt_id")
+        kind = envelope.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push has no type", "type")
+        raw = dict(envelope)
+        if msg:
+            raw["msg_decoded"] = msg
+        return [
+            PushMessage(
+                shop_id=str(kdt_id),
+                original_id=str(tid),
+                kind=kind,
+                event_time=_version_time(envelope.get("version")),
+                raw=raw,
+            )
+        ]
+
+    # -- open API -------------------------------------------------------------------------
+
+    async def fetch_orders(
+        self, http: httpx.AsyncClient, shop: ShopConfig, original_ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def fetch_one(tid: str) -> tuple[str, dict[str, Any] | None]:
+            async with gate:
+                try:
+                    data = await self._call(http, shop, TRADE_GET, {"tid": tid})
+                except _UnknownOrder:
+                    return tid, None
+            found = isinstance(data.get("full_order_info"), dict) and data["full_order_info"]
+            return tid, data if found else None
+
+        ids = list(dict.fromkeys(str(i) for i in original_ids))
+        results = await asyncio.gather(*(fetch_one(i) for i in ids), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            permanent = [f for f in failures if isinstance(f, FetchError) and not f.retryable]
+            raise (permanent or failures)[0]
+        return {tid: data for tid, data in results if data is not None}  # type: ignore[misc]
+
+    async def pull_window(
+        self, http: httpx.AsyncClient, shop: ShopConfig, start: datetime, end: datetime
+    ) -> list[dict[str, Any]]:
+        trades: list[dict[str, Any]] = []
+        page_no = 1
+        while True:
+            params = {
+                "start_update": _beijing(start, "start"),
+                "end_update": _beijing(end, "end"),
+                "page_no": page_no,
+                "page_size": PAGE_SIZE,
+            }
+            data = await self._call(http, shop, TRADES_SOLD_GET, params)
+            batch = data.get("full_order_info_list") or []
+            if not isinstance(batch, list):
+                raise FetchError("youzan trades.sold.get: full_order_info_list is not a list", retryable=False)
+            trades.extend(t for t in batch if isinstance(t, dict))
+            total = data.get("total_results")
+            if not batch or len(batch) < PAGE_SIZE or (isinstance(total, int) and page_no * PAGE_SIZE >= total):
+                return trades
+            page_no += 1
+
+    def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
+        return normalize_youzan_trade(raw, shop.shop_id)
+
+    # -- calls, tokens, retries -------------------------------------------------------------
+
+    async def _call(
+        self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self._attempts),
+            wait=self._retry_wait,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        ):
+            with attempt:
+                token = await self._access_token(http, shop)
+                try:
+                    return await self._request(http, shop, api, params, token)
+                except _BadToken:
+                    self._drop_token(shop, token)
+                    token = await self._access_token(http, shop)
+                    return await self._request(http, shop, api, params, token)
+        raise AssertionError("unreachable: tenacity reraises the last failure")
+
+    async def _access_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> str:
+        key = (shop.app_key, shop.shop_id)
+        preissued = shop.extra.get("access_token")
+        if preissued and key not in self._refused_preissued:
+            return str(preissued)
+        async with self._token_locks.setdefault(key, asyncio.Lock()):
+            cached = self._tokens.get(key)
+            if cached is not None and self._clock() < cached.refresh_at:
+                return cached.value
+            body = {
+                "client_id": shop.app_key,
+                "client_secret": shop.app_secret,
+                "authorize_type": "silent",
+                "grant_id": shop.shop_id,  # the kdt_id that authorised this app
+                "refresh": False,
+            }
+            url = f"{shop.api_base_url.rstrip('/')}/auth/token"
+            data = await self._post(http, "auth/token", url, body)
+            value, expires_ms = data.get("access_token"), data.get("expires")
+            if not value or isinstance(expires_ms, bool) or not isinstance(expires_ms, int):
+                raise FetchError("youzan auth/token: no access_token/expires in the reply", retryable=False)
+            now = self._clock()
+            lifetime = expires_ms / 1000 - now
+            # Refresh a little before expiry so an in-flight call never carries a dead token.
+            self._tokens[key] = _CachedToken(str(value), now + lifetime - min(300.0, max(lifetime, 0) / 10))
+            return str(value)
+
+    def _drop_token(self, shop: ShopConfig, refused: str) -> None:
+        key = (shop.app_key, shop.shop_id)
+        # Concurrent calls may all see the same refusal; only the first drops the token, so a
+        # fresh one fetched meanwhile is kept.
+        cached = self._tokens.get(key)
+        if cached is not None and cached.value == refused:
+            del self._tokens[key]
+        if refused == shop.extra.get("access_token"):
+            self._refused_preissued.add(key)
+
+    async def _request(
+        self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any], token: str
+    ) -> dict[str, Any]:
+        name, version = api
+        url = f"{shop.api_base_url.rstrip('/')}/api/{name}/{version}"
+        return await self._post(http, name, url, params, query={"access_token": token})
+
+    async def _post(
+        self, http: httpx.AsyncClient, name: str, url: str, body: dict[str, Any], query: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        try:
+            response = await http.post(url, params=query, json=body)
+        except httpx.TransportError as exc:
+            raise FetchError(f"youzan {name}: {type(exc).__name__}: {exc}", retryable=True) from exc
+        return _check_reply(name, response)
+
+
+def _check_reply(name: str, response: httpx.Response) -> dict[str, Any]:
+    status = response.status_code
+    if status == 429 or status >= 500:
+        raise FetchError(f"youzan {name}: HTTP {status}", retryable=True)
+    if status >= 400:
+        raise FetchError(f"youzan {name}: HTTP {status}", retryable=False)
+    try:
+        reply = json.loads(response.content)
+    except ValueError:
+        raise FetchError(f"youzan {name}: reply is not JSON", retryable=True) from None
+    if not isinstance(reply, dict):
+        raise FetchError(f"youzan {name}: reply is not a JSON object", retryable=True)
+    code = reply.get("code")
+    if reply.get("success") is True and code in (SUCCESS, None):
+        data = reply.get("data")
+        return data if isinstance(data, dict) else {}
+    message = str(reply.get("message") or reply.get("msg") or "")
+    detail = f"youzan {name}: code {code} {message}".strip()
+    if code in BAD_TOKEN_CODES:
+        raise _BadToken(detail)
+    words = message.lower()
+    if "限流" in words or "频繁" in words or "rate limit" in words:  # [U] no documented code
+        raise FetchError(detail, retryable=True)
+    about_trade = "订单" in words or "交易" in words or "trade" in words or "order" in words
+    if about_trade and ("不存在" in words or "not exist" in words or "not found" in words):
+        raise _UnknownOrder(detail)
+    raise FetchError(detail, retryable=False)
+
+
+def _decode_msg(msg: Any) -> dict[str, Any]:
+    """`msg` is URL-encoded JSON ({"tid", "status", ...}); anything else reads as empty."""
+    if not isinstance(msg, str) or not msg:
+        return {}
+    try:
+        decoded = json.loads(unquote_plus(msg))
+    except ValueError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
+def _version_time(version: Any) -> datetime | None:
+    if isinstance(version, bool) or not isinstance(version, int) or version <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(version, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"version {version} is not a unix time", "version") from None
+
+
+def _beijing(moment: datetime, name: str) -> str:
+    if moment.tzinfo is None:
+        raise ValueError(f"{name} must be timezone-aware")
+    return moment.astimezone(SHANGHAI).strftime(TIME_FORMAT)
