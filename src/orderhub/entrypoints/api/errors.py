@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from orderhub.entrypoints.api.responses import JsonResponse
 
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
@@ -25,16 +25,16 @@ def error_body(code: str, message: str, field: str | None = None) -> dict[str, s
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(OrderHubError)
-    async def _orderhub_error(_request: Request, exc: OrderHubError) -> ORJSONResponse:
+    async def _orderhub_error(_request: Request, exc: OrderHubError) -> JsonResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
         headers = {"Retry-After": "5"} if status == 503 else None
         body: dict[str, object] = dict(exc.as_dict())
         if getattr(exc, "errors", None):
             body["errors"] = exc.errors  # every bad row of a rejected file, not only the first
-        return ORJSONResponse(body, status_code=status, headers=headers)
+        return JsonResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JsonResponse:
         first = exc.errors()[0] if exc.errors() else {}
         field = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
-        return ORJSONResponse(error_body(ErrorCode.INVALID_REQUEST.value, first.get("msg", "invalid request"), field), status_code=422)
+        return JsonResponse(error_body(ErrorCode.INVALID_REQUEST.value, first.get("msg", "invalid request"), field), status_code=422)

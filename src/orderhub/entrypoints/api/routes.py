@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
-from fastapi.responses import ORJSONResponse
+from orderhub.entrypoints.api.responses import JsonResponse
 
 from orderhub.adapters.db import queries
 from orderhub.adapters.db.inbox import backlog
@@ -65,34 +65,34 @@ def build_router(runtime: Runtime) -> APIRouter:
         q: Annotated[str | None, Query(description="original order number or internal id")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
-    ) -> ORJSONResponse:
+    ) -> JsonResponse:
         for name, value in (("created_from", created_from), ("created_to", created_to), ("paid_from", paid_from), ("paid_to", paid_to)):
             if value is not None and value.tzinfo is None:
                 raise OrderHubError(ErrorCode.INVALID_REQUEST, f"{name} needs a time zone, e.g. 2025-03-18T10:00:00+08:00", name)
         filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q)
         items, next_cursor = await read(queries.list_orders, filters, limit, cursor)
-        return ORJSONResponse({"items": items, "next_cursor": next_cursor})
+        return JsonResponse({"items": items, "next_cursor": next_cursor})
 
     @router.get("/orders/{order_id}", tags=["orders"], response_model=schemas.Order, responses=ERRORS, summary="One order (DESIGN.md §3 shape)")
-    async def get_order(order_id: str) -> ORJSONResponse:
+    async def get_order(order_id: str) -> JsonResponse:
         order = await read(queries.get_order, order_id)
         if order is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"order {order_id} does not exist", "order_id")
-        return ORJSONResponse(order)
+        return JsonResponse(order)
 
     @router.get("/orders/{order_id}/events", tags=["orders"], response_model=list[schemas.OrderEvent], responses=ERRORS, summary="The order's event log")
-    async def get_events(order_id: str) -> ORJSONResponse:
+    async def get_events(order_id: str) -> JsonResponse:
         order = await read(queries.get_order, order_id)
         if order is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"order {order_id} does not exist", "order_id")
-        return ORJSONResponse(await read(queries.order_events_of, order_id))
+        return JsonResponse(await read(queries.order_events_of, order_id))
 
     @router.get("/customers/{customer_id}", tags=["customers"], response_model=schemas.CustomerDetail, responses=ERRORS)
-    async def get_customer(customer_id: str) -> ORJSONResponse:
+    async def get_customer(customer_id: str) -> JsonResponse:
         customer = await read(queries.get_customer, customer_id)
         if customer is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"customer {customer_id} does not exist", "customer_id")
-        return ORJSONResponse(customer)
+        return JsonResponse(customer)
 
     @router.get("/quarantine", tags=["quarantine"], response_model=schemas.QuarantinePage, summary="Input kept for review")
     async def list_quarantine(
@@ -100,14 +100,14 @@ def build_router(runtime: Runtime) -> APIRouter:
         channel: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: Annotated[int | None, Query(description="next_cursor of the previous page")] = None,
-    ) -> ORJSONResponse:
+    ) -> JsonResponse:
         items = await read(queries.list_quarantine, status, channel, limit, cursor)
         next_cursor = items[-1]["id"] if len(items) == limit else None
-        return ORJSONResponse({"items": items, "next_cursor": next_cursor})
+        return JsonResponse({"items": items, "next_cursor": next_cursor})
 
     @router.post("/quarantine/{quarantine_id}/replay", tags=["quarantine"], response_model=schemas.ReplayResult, responses={404: {"model": schemas.Error}, 409: {"model": schemas.Error}})
-    async def replay(quarantine_id: int) -> ORJSONResponse:
-        return ORJSONResponse(await quarantine_service.replay(runtime.processor, quarantine_id))
+    async def replay(quarantine_id: int) -> JsonResponse:
+        return JsonResponse(await quarantine_service.replay(runtime.processor, quarantine_id))
 
     @router.post(
         "/imports",
@@ -126,23 +126,39 @@ def build_router(runtime: Runtime) -> APIRouter:
         mapping: Annotated[str, Form(description="name of a saved column mapping")],
         channel: Annotated[str, Form(description="channel code of the orders, e.g. pos, jd")],
         shop: Annotated[str, Form()] = "default",
-    ) -> ORJSONResponse:
+    ) -> JsonResponse:
         data = await file.read()
         report = await asyncio.to_thread(import_service.import_file, runtime.engine, data, file.filename or "upload", mapping, channel, shop)
         runtime.notify_work()
-        return ORJSONResponse(report, status_code=202)
+        return JsonResponse(report, status_code=202)
 
     @router.put("/import-mappings/{name}", tags=["imports"], summary="Save a named column mapping", responses={400: {"model": schemas.Error}})
-    async def put_mapping(name: str, mapping: Annotated[dict[str, Any], Body(description="{columns: {order_no: '订单号', …}, status_values: {…}, …}")]) -> ORJSONResponse:
+    async def put_mapping(name: str, mapping: Annotated[dict[str, Any], Body(description="{columns: {order_no: '订单号', …}, status_values: {…}, …}")]) -> JsonResponse:
         saved = await asyncio.to_thread(import_service.save_mapping, runtime.engine, name, mapping)
-        return ORJSONResponse(saved.to_dict())
+        return JsonResponse(saved.to_dict())
 
     @router.get("/import-mappings", tags=["imports"], summary="Names of the saved column mappings")
-    async def get_mappings() -> ORJSONResponse:
-        return ORJSONResponse(await asyncio.to_thread(import_service.mapping_names, runtime.engine))
+    async def get_mappings() -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(import_service.mapping_names, runtime.engine))
+
+    @router.post(
+        "/workers/pause",
+        tags=["operations"],
+        summary="Pause processing (intake keeps accepting)",
+        description="Stops this process's workers and puller; pushes are still stored and acknowledged, and pile up as backlog.",
+    )
+    async def pause_workers() -> JsonResponse:
+        await runtime.stop_workers()
+        return JsonResponse({"workers": runtime.workers_running})
+
+    @router.post("/workers/resume", tags=["operations"], summary="Resume processing; the backlog drains")
+    async def resume_workers() -> JsonResponse:
+        runtime.start_workers()
+        runtime.notify_work()
+        return JsonResponse({"workers": runtime.workers_running})
 
     @router.get("/health", tags=["operations"], summary="Liveness, backlog and intake counters")
-    async def health() -> ORJSONResponse:
+    async def health() -> JsonResponse:
         def check(conn: sa.Connection) -> dict[str, Any]:
             conn.execute(sa.text("SELECT 1"))
             cursors = [dict(r) for r in conn.execute(sa.select(sync_cursors)).mappings()]
@@ -152,8 +168,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             details = await read(check)
             pending = await asyncio.to_thread(backlog, runtime.engine)
         except Exception as exc:
-            return ORJSONResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
-        return ORJSONResponse({
+            return JsonResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        return JsonResponse({
             "status": "ok",
             "database": runtime.engine.dialect.name,
             "workers": runtime.workers_running,

@@ -1,0 +1,85 @@
+"""`orderhub serve`: the API and workers under uvicorn; with --demo also the simulator and demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import click
+import uvicorn
+
+from orderhub.bootstrap import Runtime
+from orderhub.config import Settings, ShopSettings
+from orderhub.entrypoints.api.app import create_app
+from orderhub.services import catalogue, imports
+
+log = logging.getLogger(__name__)
+
+DEMO_POS_MAPPING = {
+    "channel": "pos",
+    "columns": {
+        "order_no": "单号", "created_at": "下单时间", "paid_at": "付款时间", "status": "状态", "sku": "商品编码",
+        "title": "商品名称", "qty": "数量", "unit_price": "单价", "discount": "优惠", "shipping": "运费", "paid": "实收",
+        "buyer_id": "会员号", "receiver_name": "收货人", "receiver_phone": "手机", "province": "省", "city": "市",
+        "district": "区", "address": "地址", "buyer_message": "备注",
+    },
+    "status_values": {"已付款": "paid", "已完成": "completed", "已取消": "cancelled", "已发货": "shipped"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def demo_settings(settings: Settings, simulator_base: str) -> Settings:
+    from orderhub.demo.shops import DEMO_SHOPS
+
+    configured = {(s.channel, s.shop_id) for s in settings.shops}
+    shops = list(settings.shops)
+    for shop in DEMO_SHOPS:
+        if (shop["channel"], shop["shop_id"]) not in configured:
+            shops.append(ShopSettings(**shop, api_base_url=f"{simulator_base}/{shop['channel']}"))
+    # the demo's JD pull runs often so the console visibly fills up
+    return settings.model_copy(update={"shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0)})
+
+
+def seed_demo(runtime: Runtime) -> None:
+    from orderhub.demo.catalogue import WAREHOUSES, skus
+
+    catalogue.upsert_catalogue(
+        runtime.engine,
+        WAREHOUSES,
+        ({"code": s.code, "title": s.title, "category": s.category, "price": s.price, "cost": s.cost, "weight_g": s.weight} for s in skus()),
+    )
+    if "pos-default" not in imports.mapping_names(runtime.engine):
+        imports.save_mapping(runtime.engine, "pos-default", DEMO_POS_MAPPING)
+
+
+async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float = 2.0) -> None:
+    simulator = None
+    if demo:
+        from orderhub.simulator.app import Simulator, serve_in_background
+
+        sim_port = free_port()
+        settings = demo_settings(settings, f"http://127.0.0.1:{sim_port}")
+    runtime = Runtime(settings)
+    if demo:
+        seed_demo(runtime)
+    app = create_app(runtime)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    url = f"http://{settings.host}:{settings.port}"
+    if demo:
+        simulator = await serve_in_background("127.0.0.1", sim_port, Simulator(seed=20251111), url, demo_rate)
+    click.echo(f"OrderHub 订单中枢 is running at {url}  (API docs: {url}/api/v1/docs)")
+    click.echo(f"database: {runtime.engine.url.render_as_string(hide_password=True)}")
+    if demo:
+        click.echo(f"demo: platform simulator on http://127.0.0.1:{sim_port}, {demo_rate} orders/s")
+    try:
+        await server.serve()
+    finally:
+        if simulator is not None:
+            await simulator.stop()
