@@ -6,22 +6,29 @@ docs/platforms.md (Douyin).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
 from orderhub.adapters.channels.douyin_normalize import normalize_douyin_order, unix_seconds
+from orderhub.adapters.channels.http_common import (
+    BadToken,
+    CachedToken,
+    TokenCache,
+    backoff,
+    gather_bounded,
+    header_value,
+    raise_for_http_status,
+    retrying,
+)
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, SignatureError
 from orderhub.domain.order import NormalizedOrder
 
@@ -64,34 +71,8 @@ def push_signature(app_key: str, body: bytes, app_secret: str) -> str:
     return hashlib.md5(app_key.encode() + body + app_secret.encode()).hexdigest()
 
 
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup for plain dicts and Starlette Headers alike."""
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
-
-
-@dataclass(slots=True)
-class _CachedToken:
-    value: str
-    refresh_at: float  # clock seconds after which a new token is fetched
-
-
-class _BadToken(FetchError):
-    """The platform refused the access token; the caller refreshes it and tries once more."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
-
-
 class _UnknownOrder(Exception):
     """The platform says the order number does not exist (the order is left out, not an error)."""
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, FetchError) and exc.retryable
 
 
 class DouyinChannel:
@@ -114,12 +95,9 @@ class DouyinChannel:
         self._sign_method = sign_method
         self._concurrency = concurrency
         self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else wait_exponential(multiplier=0.05, max=0.5)
-        # Per-instance state only: tokens by (app_key, shop_id), and the shops whose pre-issued
-        # token the platform refused (from then on they use token.create).
-        self._tokens: dict[tuple[str, str], _CachedToken] = {}
-        self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._refused_preissued: set[tuple[str, str]] = set()
+        self._retry_wait = retry_wait if retry_wait is not None else backoff()
+        # Per-instance state only; a shop whose pre-issued token is refused uses token.create from then on.
+        self._tokens = TokenCache(self._create_token, clock)
 
     # -- push ---------------------------------------------------------------------------
 
@@ -161,25 +139,16 @@ class DouyinChannel:
     async def fetch_orders(
         self, http: httpx.AsyncClient, shop: ShopConfig, original_ids: list[str]
     ) -> dict[str, dict[str, Any]]:
-        gate = asyncio.Semaphore(self._concurrency)
 
-        async def fetch_one(order_id: str) -> tuple[str, dict[str, Any] | None]:
-            async with gate:
-                try:
-                    data = await self._call(http, shop, "order.orderDetail", {"shop_order_id": order_id})
-                except _UnknownOrder:
-                    return order_id, None
+        async def fetch_one(order_id: str) -> dict[str, Any] | None:
+            try:
+                data = await self._call(http, shop, "order.orderDetail", {"shop_order_id": order_id})
+            except _UnknownOrder:
+                return None
             detail = data.get("shop_order_detail")
-            return order_id, detail if isinstance(detail, dict) and detail else None
+            return detail if isinstance(detail, dict) and detail else None
 
-        ids = list(dict.fromkeys(str(i) for i in original_ids))
-        results = await asyncio.gather(*(fetch_one(i) for i in ids), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            # A permanent failure says more about what to fix than a transient one.
-            permanent = [f for f in failures if isinstance(f, FetchError) and not f.retryable]
-            raise (permanent or failures)[0]
-        return {order_id: detail for order_id, detail in results if detail is not None}  # type: ignore[misc]
+        return await gather_bounded((str(i) for i in original_ids), fetch_one, self._concurrency)
 
     async def pull_window(
         self, http: httpx.AsyncClient, shop: ShopConfig, start: datetime, end: datetime
@@ -213,50 +182,22 @@ class DouyinChannel:
 
     async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict:
         """One business call with a token, retried on transient failures; returns `data`."""
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=self._retry_wait,
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        ):
-            with attempt:
-                token = await self._access_token(http, shop)
-                try:
-                    return await self._request(http, shop, method, params, token)
-                except _BadToken:
-                    self._drop_token(shop, token)
-                    token = await self._access_token(http, shop)
-                    return await self._request(http, shop, method, params, token)
-        raise AssertionError("unreachable: tenacity reraises the last failure")
+        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, method, params)
 
-    async def _access_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> str:
-        key = (shop.app_key, shop.shop_id)
-        preissued = shop.extra.get("access_token")
-        if preissued and key not in self._refused_preissued:
-            return str(preissued)
-        async with self._token_locks.setdefault(key, asyncio.Lock()):
-            cached = self._tokens.get(key)
-            if cached is not None and self._clock() < cached.refresh_at:
-                return cached.value
-            params = {"code": "", "grant_type": "authorization_self", "shop_id": shop.shop_id}
-            data = await self._request(http, shop, "token.create", params, token=None)
-            value, expires_in = data.get("access_token"), data.get("expires_in")
-            if not value or not isinstance(expires_in, int):
-                raise FetchError("douyin token.create: no access_token/expires_in in the reply", retryable=False)
-            # Refresh a little before expiry so an in-flight call never carries a dead token.
-            margin = min(300, expires_in // 10)
-            self._tokens[key] = _CachedToken(str(value), self._clock() + expires_in - margin)
-            return str(value)
+    async def _call_once(
+        self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._tokens.authorised(http, shop, lambda token: self._request(http, shop, method, params, token))
 
-    def _drop_token(self, shop: ShopConfig, refused: str) -> None:
-        key = (shop.app_key, shop.shop_id)
-        # Concurrent calls may all see the same refusal; only the first drops the token, so a
-        # fresh one fetched meanwhile is kept.
-        cached = self._tokens.get(key)
-        if cached is not None and cached.value == refused:
-            del self._tokens[key]
-        if refused == shop.extra.get("access_token"):
-            self._refused_preissued.add(key)
+    async def _create_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> CachedToken:
+        params = {"code": "", "grant_type": "authorization_self", "shop_id": shop.shop_id}
+        data = await self._request(http, shop, "token.create", params, token=None)
+        value, expires_in = data.get("access_token"), data.get("expires_in")
+        if not value or not isinstance(expires_in, int):
+            raise FetchError("douyin token.create: no access_token/expires_in in the reply", retryable=False)
+        # Refresh a little before expiry so an in-flight call never carries a dead token.
+        margin = min(300, expires_in // 10)
+        return CachedToken(str(value), self._clock() + expires_in - margin)
 
     async def _request(
         self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any], token: str | None
@@ -284,11 +225,7 @@ class DouyinChannel:
 
 
 def _check_reply(method: str, response: httpx.Response) -> dict[str, Any]:
-    status = response.status_code
-    if status == 429 or status >= 500:
-        raise FetchError(f"douyin {method}: HTTP {status}", retryable=True)
-    if status >= 400:
-        raise FetchError(f"douyin {method}: HTTP {status}", retryable=False)
+    raise_for_http_status(f"douyin {method}", response)
     try:
         reply = json.loads(response.content)  # stdlib json keeps int64 ids exact
     except ValueError:
@@ -303,7 +240,7 @@ def _check_reply(method: str, response: httpx.Response) -> dict[str, Any]:
     detail = f"douyin {method}: code {code} {sub_code} {reply.get('sub_msg') or reply.get('msg') or ''}".strip()
     words = f"{sub_code} {reply.get('sub_msg') or ''} {reply.get('msg') or ''}".lower()
     if code == CODE_BAD_TOKEN or "access-token" in sub_code:
-        raise _BadToken(detail)
+        raise BadToken(detail)
     if code in (CODE_RATE_LIMITED, CODE_SERVICE_UNAVAILABLE) or "rate-limit" in words or "限流" in words:
         raise FetchError(detail, retryable=True)
     if code != CODE_SIGNATURE_INVALID and _says_order_unknown(words):

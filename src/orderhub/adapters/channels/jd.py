@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from datetime import datetime
@@ -11,9 +10,9 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from orderhub.adapters.channels.base import ShopConfig
+from orderhub.adapters.channels.http_common import backoff, gather_bounded, raise_for_http_status, retrying
 from orderhub.domain.errors import ErrorCode, FetchError, NormalizationError
 from orderhub.domain.money import yuan_to_fen
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder, Shipment, allocate_line_paid
@@ -102,10 +101,6 @@ def build_form(method: str, params: Mapping[str, Any], shop: ShopConfig, now: da
     return form
 
 
-def _is_retryable(exc: BaseException) -> bool:
-    return isinstance(exc, FetchError) and exc.retryable
-
-
 class JdChannel:
     """Pull channel over the JOS router (JD has no push we rely on; see FORMATS.md §3)."""
 
@@ -121,18 +116,13 @@ class JdChannel:
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         self._attempts = attempts
-        self._wait = wait_exponential(multiplier=wait_min, min=wait_min, max=wait_max)
+        self._wait = backoff(wait_min, wait_max)
         self._concurrency = concurrency
         self._clock = clock or (lambda: datetime.now(SHANGHAI))
 
     async def call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """One router call, retried quickly on retryable failures; returns the `<method>_responce` node."""
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._attempts), wait=self._wait, retry=retry_if_exception(_is_retryable), reraise=True
-        ):
-            with attempt:
-                return await self._call_once(http, shop, method, params)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return await retrying(self._attempts, self._wait)(self._call_once, http, shop, method, params)
 
     async def _call_once(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: Mapping[str, Any]) -> dict[str, Any]:
         url = shop.api_base_url.rstrip("/") + "/routerjson"
@@ -141,10 +131,7 @@ class JdChannel:
             response = await http.post(url, data=form)
         except httpx.TransportError as exc:
             raise FetchError(f"jd {method}: transport error {exc!r}", retryable=True) from exc
-        if response.status_code == 429 or response.status_code >= 500:
-            raise FetchError(f"jd {method}: HTTP {response.status_code}", retryable=True)
-        if response.status_code >= 400:  # 4xx other than 429: our request is wrong; retrying won't help
-            raise FetchError(f"jd {method}: HTTP {response.status_code}", retryable=False)
+        raise_for_http_status(f"jd {method}", response)
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
@@ -192,23 +179,20 @@ class JdChannel:
 
     async def fetch_orders(self, http: httpx.AsyncClient, shop: ShopConfig, original_ids: list[str]) -> dict[str, dict[str, Any]]:
         """jingdong.pop.order.get per id, at most `concurrency` calls in flight."""
-        gate = asyncio.Semaphore(self._concurrency)
 
-        async def one(order_id: str) -> tuple[str, dict[str, Any] | None]:
-            async with gate:
-                params = {"order_id": order_id, "optional_fields": OPTIONAL_FIELDS, "order_state": ORDER_STATES}
-                node = await self.call(http, shop, GET_METHOD, params)
+        async def one(order_id: str) -> dict[str, Any] | None:
+            params = {"order_id": order_id, "optional_fields": OPTIONAL_FIELDS, "order_state": ORDER_STATES}
+            node = await self.call(http, shop, GET_METHOD, params)
             detail = node.get("orderDetailInfo")
             if not isinstance(detail, dict):
                 raise FetchError(f"jd {GET_METHOD}: no orderDetailInfo", retryable=False)
             if _is_not_found(detail):
-                return order_id, None
+                return None
             _check_api_result(GET_METHOD, detail)
             info = detail.get("orderInfo")
-            return order_id, info if isinstance(info, dict) and info else None
+            return info if isinstance(info, dict) and info else None
 
-        results = await asyncio.gather(*(one(order_id) for order_id in dict.fromkeys(original_ids)))
-        return {order_id: info for order_id, info in results if info is not None}
+        return await gather_bounded(original_ids, one, self._concurrency, wait_for_all=False)
 
     def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
         try:

@@ -5,22 +5,29 @@ Wire protocol: docs/wire-protocols.md (有赞 section); sources: docs/platforms.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
+from orderhub.adapters.channels.http_common import (
+    BadToken,
+    CachedToken,
+    TokenCache,
+    backoff,
+    gather_bounded,
+    header_value,
+    raise_for_http_status,
+    retrying,
+)
 from orderhub.adapters.channels.youzan_normalize import SHANGHAI, TIME_FORMAT, normalize_youzan_trade
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, SignatureError
 from orderhub.domain.order import NormalizedOrder
@@ -39,32 +46,8 @@ def push_signature(client_id: str, body: bytes, client_secret: str) -> str:
     return hashlib.md5(client_id.encode() + body + client_secret.encode()).hexdigest()
 
 
-def header_value(headers: Mapping[str, str], name: str) -> str | None:
-    """Case-insensitive header lookup for plain dicts and Starlette Headers alike."""
-    wanted = name.lower()
-    for key, value in headers.items():
-        if key.lower() == wanted:
-            return value
-    return None
-
-
-@dataclass(slots=True)
-class _CachedToken:
-    value: str
-    refresh_at: float
-
-
-class _BadToken(FetchError):
-    def __init__(self, message: str) -> None:
-        super().__init__(message, retryable=False)
-
-
 class _UnknownOrder(Exception):
     pass
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, FetchError) and exc.retryable
 
 
 class YouzanChannel:
@@ -85,10 +68,8 @@ class YouzanChannel:
         self._clock = clock
         self._concurrency = concurrency
         self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else wait_exponential(multiplier=0.05, max=0.5)
-        self._tokens: dict[tuple[str, str], _CachedToken] = {}
-        self._token_locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._refused_preissued: set[tuple[str, str]] = set()
+        self._retry_wait = retry_wait if retry_wait is not None else backoff()
+        self._tokens = TokenCache(self._issue_token, clock)
 
     # -- push ---------------------------------------------------------------------------
 
@@ -145,24 +126,16 @@ class YouzanChannel:
     async def fetch_orders(
         self, http: httpx.AsyncClient, shop: ShopConfig, original_ids: list[str]
     ) -> dict[str, dict[str, Any]]:
-        gate = asyncio.Semaphore(self._concurrency)
 
-        async def fetch_one(tid: str) -> tuple[str, dict[str, Any] | None]:
-            async with gate:
-                try:
-                    data = await self._call(http, shop, TRADE_GET, {"tid": tid})
-                except _UnknownOrder:
-                    return tid, None
+        async def fetch_one(tid: str) -> dict[str, Any] | None:
+            try:
+                data = await self._call(http, shop, TRADE_GET, {"tid": tid})
+            except _UnknownOrder:
+                return None
             found = isinstance(data.get("full_order_info"), dict) and data["full_order_info"]
-            return tid, data if found else None
+            return data if found else None
 
-        ids = list(dict.fromkeys(str(i) for i in original_ids))
-        results = await asyncio.gather(*(fetch_one(i) for i in ids), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            permanent = [f for f in failures if isinstance(f, FetchError) and not f.retryable]
-            raise (permanent or failures)[0]
-        return {tid: data for tid, data in results if data is not None}  # type: ignore[misc]
+        return await gather_bounded((str(i) for i in original_ids), fetch_one, self._concurrency)
 
     async def pull_window(
         self, http: httpx.AsyncClient, shop: ShopConfig, start: datetime, end: datetime
@@ -194,58 +167,30 @@ class YouzanChannel:
     async def _call(
         self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any]
     ) -> dict[str, Any]:
-        async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self._attempts),
-            wait=self._retry_wait,
-            retry=retry_if_exception(_retryable),
-            reraise=True,
-        ):
-            with attempt:
-                token = await self._access_token(http, shop)
-                try:
-                    return await self._request(http, shop, api, params, token)
-                except _BadToken:
-                    self._drop_token(shop, token)
-                    token = await self._access_token(http, shop)
-                    return await self._request(http, shop, api, params, token)
-        raise AssertionError("unreachable: tenacity reraises the last failure")
+        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, api, params)
 
-    async def _access_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> str:
-        key = (shop.app_key, shop.shop_id)
-        preissued = shop.extra.get("access_token")
-        if preissued and key not in self._refused_preissued:
-            return str(preissued)
-        async with self._token_locks.setdefault(key, asyncio.Lock()):
-            cached = self._tokens.get(key)
-            if cached is not None and self._clock() < cached.refresh_at:
-                return cached.value
-            body = {
-                "client_id": shop.app_key,
-                "client_secret": shop.app_secret,
-                "authorize_type": "silent",
-                "grant_id": shop.shop_id,  # the kdt_id that authorised this app
-                "refresh": False,
-            }
-            url = f"{shop.api_base_url.rstrip('/')}/auth/token"
-            data = await self._post(http, "auth/token", url, body)
-            value, expires_ms = data.get("access_token"), data.get("expires")
-            if not value or isinstance(expires_ms, bool) or not isinstance(expires_ms, int):
-                raise FetchError("youzan auth/token: no access_token/expires in the reply", retryable=False)
-            now = self._clock()
-            lifetime = expires_ms / 1000 - now
-            # Refresh a little before expiry so an in-flight call never carries a dead token.
-            self._tokens[key] = _CachedToken(str(value), now + lifetime - min(300.0, max(lifetime, 0) / 10))
-            return str(value)
+    async def _call_once(
+        self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._tokens.authorised(http, shop, lambda token: self._request(http, shop, api, params, token))
 
-    def _drop_token(self, shop: ShopConfig, refused: str) -> None:
-        key = (shop.app_key, shop.shop_id)
-        # Concurrent calls may all see the same refusal; only the first drops the token, so a
-        # fresh one fetched meanwhile is kept.
-        cached = self._tokens.get(key)
-        if cached is not None and cached.value == refused:
-            del self._tokens[key]
-        if refused == shop.extra.get("access_token"):
-            self._refused_preissued.add(key)
+    async def _issue_token(self, http: httpx.AsyncClient, shop: ShopConfig) -> CachedToken:
+        body = {
+            "client_id": shop.app_key,
+            "client_secret": shop.app_secret,
+            "authorize_type": "silent",
+            "grant_id": shop.shop_id,  # the kdt_id that authorised this app
+            "refresh": False,
+        }
+        url = f"{shop.api_base_url.rstrip('/')}/auth/token"
+        data = await self._post(http, "auth/token", url, body)
+        value, expires_ms = data.get("access_token"), data.get("expires")
+        if not value or isinstance(expires_ms, bool) or not isinstance(expires_ms, int):
+            raise FetchError("youzan auth/token: no access_token/expires in the reply", retryable=False)
+        now = self._clock()
+        lifetime = expires_ms / 1000 - now
+        # Refresh a little before expiry so an in-flight call never carries a dead token.
+        return CachedToken(str(value), now + lifetime - min(300.0, max(lifetime, 0) / 10))
 
     async def _request(
         self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any], token: str
@@ -265,11 +210,7 @@ class YouzanChannel:
 
 
 def _check_reply(name: str, response: httpx.Response) -> dict[str, Any]:
-    status = response.status_code
-    if status == 429 or status >= 500:
-        raise FetchError(f"youzan {name}: HTTP {status}", retryable=True)
-    if status >= 400:
-        raise FetchError(f"youzan {name}: HTTP {status}", retryable=False)
+    raise_for_http_status(f"youzan {name}", response)
     try:
         reply = json.loads(response.content)
     except ValueError:
@@ -283,7 +224,7 @@ def _check_reply(name: str, response: httpx.Response) -> dict[str, Any]:
     message = str(reply.get("message") or reply.get("msg") or "")
     detail = f"youzan {name}: code {code} {message}".strip()
     if code in BAD_TOKEN_CODES:
-        raise _BadToken(detail)
+        raise BadToken(detail)
     words = message.lower()
     if "限流" in words or "频繁" in words or "rate limit" in words:  # [U] no documented code
         raise FetchError(detail, retryable=True)
