@@ -42,7 +42,10 @@ def encode_cursor(created_at: datetime, order_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         created, order_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created), str(order_id)
+        parsed = datetime.fromisoformat(created)
+        if parsed.tzinfo is None:
+            raise ValueError("naive time in cursor")
+        return parsed, str(order_id)
     except Exception:
         raise OrderHubError(ErrorCode.INVALID_CURSOR, "cursor is not one this API issued", "cursor") from None
 
