@@ -12,6 +12,17 @@ import click
 import orjson
 
 from orderhub.config import ConfigError, Settings, load_settings
+from orderhub.domain.errors import OrderHubError
+
+
+class _Group(click.Group):
+    """Shows OrderHub errors as `error: <code>: <message>` (exit 1) instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OrderHubError as exc:
+            raise click.ClickException(f"{exc.code.value}: {exc.message}") from exc
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -21,7 +32,7 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         raise click.ClickException(str(exc)) from exc
 
 
-@click.group()
+@click.group(cls=_Group)
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 def main(verbose: bool) -> None:
     """OrderHub 订单中枢 — every channel's orders in one canonical, deduplicated store."""
@@ -80,7 +91,7 @@ def import_cmd(file: Path, mapping_name: str, channel: str, shop_id: str, config
     click.echo(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
 
 
-@main.group()
+@main.group(cls=_Group)
 def mappings() -> None:
     """Saved column mappings for file import."""
 
@@ -106,7 +117,7 @@ def mappings_list(config: Path | None) -> None:
         click.echo(name)
 
 
-@main.group()
+@main.group(cls=_Group)
 def quarantine() -> None:
     """Input kept for review: list and replay."""
 

@@ -118,7 +118,7 @@ class Processor:
             message: PushMessage = item.payload
             current = stored.get(order_id(item.source, message.original_id))
             if current is not None and message.event_time is not None and message.event_time < current.updated_at:
-                batch.outcomes[item.row.id].append(Outcome.STALE)  # already reflected in what we hold
+                batch.outcomes[item.row.id].append(Outcome.STALE.value)  # already reflected in what we hold
                 continue
             groups[(item.source, item.shop_id)].append(item)
         await asyncio.gather(*(self._fetch(source, shop_id, group, batch) for (source, shop_id), group in groups.items()))
@@ -241,7 +241,7 @@ class Processor:
         for position, actor, order in sorted(batch.snapshots, key=lambda s: s[0]):
             previous = state.get(order.id)
             change = apply_snapshot(previous, order, actor)
-            batch.outcomes[position[0]].append(change.outcome)
+            batch.outcomes[position[0]].append(change.outcome.value)
             state[order.id] = stored_after(change, previous) if change.outcome is not Outcome.STALE else previous
             if change.outcome in (Outcome.CREATED, Outcome.UPDATED):
                 last_write[order.id] = change
@@ -325,7 +325,7 @@ class Processor:
                 result.retried += 1
                 continue
             outcome = min(outcomes, key=_OUTCOME_RANK.index) if outcomes else "empty"
-            batch.plan.inbox_done.append({"b_id": row.id, "b_outcome": str(outcome)})
+            batch.plan.inbox_done.append({"b_id": row.id, "b_outcome": outcome})
         return result
 
     @staticmethod

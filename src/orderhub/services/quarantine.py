@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from orderhub.adapters.db.inbox import InboxRow
+from orderhub.adapters.db.queries import plain
 from orderhub.adapters.db.tables import inbox, quarantine
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.services.processing import Processor
@@ -57,4 +58,4 @@ def _quarantined_from(engine: sa.Engine, inbox_id: int) -> list[dict[str, Any]]:
         rows = conn.execute(
             sa.select(quarantine.c.id, quarantine.c.code, quarantine.c.message, quarantine.c.field).where(quarantine.c.inbox_id == inbox_id)
         ).mappings()
-        return [dict(r) for r in rows]
+        return [plain(r) for r in rows]

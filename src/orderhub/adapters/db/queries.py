@@ -17,6 +17,11 @@ from orderhub.domain.errors import ErrorCode, OrderHubError
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
+def plain(row: Any) -> dict[str, Any]:
+    """A result row as a dict with plain str keys (SQLAlchemy's keys are a str subclass orjson refuses)."""
+    return {str(key): value for key, value in row.items()}
+
+
 def local(value: datetime | None) -> str | None:
     """Times are stored UTC and shown in Asia/Shanghai."""
     return value.astimezone(SHANGHAI).isoformat() if value else None
@@ -185,6 +190,6 @@ def list_quarantine(conn: sa.Connection, status: str | None, channel: str | None
     if after_id:
         query = query.where(quarantine.c.id < after_id)
     return [
-        {**dict(r), "created_at": local(r["created_at"]), "replayed_at": local(r["replayed_at"])}
+        {**plain(r), "created_at": local(r["created_at"]), "replayed_at": local(r["replayed_at"])}
         for r in conn.execute(query).mappings()
     ]

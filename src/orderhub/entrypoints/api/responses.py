@@ -12,4 +12,4 @@ class JsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)  # row keys are sqlalchemy quoted_name (a str subclass)
+        return orjson.dumps(content)

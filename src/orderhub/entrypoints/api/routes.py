@@ -161,7 +161,7 @@ def build_router(runtime: Runtime) -> APIRouter:
     async def health() -> JsonResponse:
         def check(conn: sa.Connection) -> dict[str, Any]:
             conn.execute(sa.text("SELECT 1"))
-            cursors = [dict(r) for r in conn.execute(sa.select(sync_cursors)).mappings()]
+            cursors = [queries.plain(r) for r in conn.execute(sa.select(sync_cursors)).mappings()]
             return {"cursors": [{**c, **{k: queries.local(c[k]) for k in ("synced_until", "last_success_at", "last_error_at")}} for c in cursors]}
 
         try:

@@ -1,0 +1,1 @@
+"""Deterministic demo data (catalogue, customers, shops) shared by the simulator and the demo."""
