@@ -98,15 +98,14 @@ def make_router(sim: Simulator) -> APIRouter:
         fields.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         shop = sim.shop_by_app_key(CHANNEL, fields.get("app_key", ""))
         if shop is None:
-            return _error("19", "无效的app_key", "Invalid app_key")  # [U]
+            return _error("14", "无效的app_key", "Invalid app_key")
         if "sign" not in fields:
             return _error("11", "缺少签名参数", "Missing Signature")
         if not hmac.compare_digest(request_sign(shop["app_secret"], fields), fields["sign"].upper()):
-            # wire-protocols.md uses "19" for a bad signature (real JOS: "12" Invalid Signature)
-            return _error("19", "无效签名", "Invalid signature")
+            return _error("12", "无效签名", "Invalid signature")  # JOS code table
         shop_id = sim.token_shop(CHANNEL, fields.get("access_token", ""))
         if shop_id is None or shop_id != shop["shop_id"]:
-            return _error("18", "token已过期或者不存在，请重新授权访问", "Invalid access_token")  # [U] code
+            return _error("19", "token已过期或者不存在，请重新授权访问", "Invalid access_token")  # JOS code table
         try:
             params = orjson.loads(fields.get("360buy_param_json") or "{}")
         except orjson.JSONDecodeError:
