@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -179,3 +180,18 @@ async def test_two_workers_on_one_inbox_never_duplicate_an_order(runtime, platfo
     assert scalar(runtime, sa.select(sa.func.count()).select_from(orders)) == 20
     assert scalar(runtime, sa.select(sa.func.count()).select_from(inbox).where(inbox.c.status != "done")) == 0
     assert scalar(runtime, sa.select(sa.func.count()).select_from(order_lines)) == 40
+
+
+async def test_a_push_received_well_before_the_stored_snapshot_was_read_needs_no_fetch(runtime, platform):
+    platform.put("1008")
+    await push(runtime, {"id": "1008"})
+    await push(runtime, {"id": "1008"})  # the same change announced twice, e.g. create and pay
+    with runtime.engine.begin() as conn:  # both arrived a minute before the workers got to them
+        received = conn.execute(sa.select(inbox.c.id, inbox.c.received_at).order_by(inbox.c.id)).all()
+        for inbox_id, at in received:
+            conn.execute(sa.update(inbox).where(inbox.c.id == inbox_id).values(received_at=at - timedelta(minutes=1)))
+    runtime.processor.batch_size = 1  # one message per batch: the second sees what the first stored
+    await runtime.drain()
+    assert platform.fetch_calls == 1
+    assert [r["outcome"] for r in rows(runtime, sa.select(inbox.c.outcome).order_by(inbox.c.id))] == ["created", "stale"]
+    assert scalar(runtime, sa.select(orders.c.snapshot_at)) is not None

@@ -66,6 +66,7 @@ class StoredOrder:
     buyer_message: str | None
     seller_remark: str | None
     paid: int
+    snapshot_at: datetime | None = None  # when the platform snapshot was read (API fetch or pull)
 
 
 @dataclass(slots=True)
@@ -181,6 +182,7 @@ def stored_after(change: Change, previous: StoredOrder | None) -> StoredOrder:
         assert previous is not None
         return replace(previous, updated_at=max(previous.updated_at, order.updated_at))
     return StoredOrder(
+        snapshot_at=previous.snapshot_at if previous else None,
         id=order.id,
         status=change.status or order.status,
         updated_at=order.updated_at,

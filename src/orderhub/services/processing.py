@@ -35,6 +35,9 @@ _OUTCOME_RANK = ["quarantined", "created", "updated", "stale", "unchanged"]
 # when the window is short enough to be cheap (the platform pages 100 orders a call).
 _WINDOW_MIN_MESSAGES = 40
 _WINDOW_MAX_SPAN = timedelta(minutes=15)
+# A platform's API may lag its own pushes a little; a stored snapshot counts as reflecting a
+# push only if it was read this long after the push was received.
+_PLATFORM_LAG = timedelta(seconds=2)
 
 
 @dataclass(slots=True)
@@ -63,7 +66,8 @@ class _Batch:
     plan: WritePlan = field(default_factory=WritePlan)
     outcomes: dict[int, list[str]] = field(default_factory=lambda: defaultdict(list))
     retry: dict[int, str] = field(default_factory=dict)
-    snapshots: list[tuple[tuple[int, int], str, NormalizedOrder]] = field(default_factory=list)
+    # (arrival position, actor, snapshot, when it was read from the platform or None for files)
+    snapshots: list[tuple[tuple[int, int], str, NormalizedOrder, datetime | None]] = field(default_factory=list)
 
 
 class Processor:
@@ -108,21 +112,21 @@ class Processor:
         messages = [item for item in items if item.kind == "message"]
         for item in items:
             if item.kind == "order":
-                self._normalize(item, item.payload, batch)
+                taken_at = item.row.received_at if item.row.kind == "pull" else None
+                self._normalize(item, item.payload, batch, taken_at)
         ids = {order_id(item.source, item.payload.original_id) for item in messages}
-        ids.update(order.id for _, _, order in batch.snapshots)
+        ids.update(order.id for _, _, order, _ in batch.snapshots)
         stored = await asyncio.to_thread(self._load, ids)
 
         groups: dict[tuple[str, str | None], list[_Item]] = defaultdict(list)
         for item in messages:
             message: PushMessage = item.payload
-            current = stored.get(order_id(item.source, message.original_id))
-            if current is not None and message.event_time is not None and message.event_time < current.updated_at:
+            if self._reflected(stored.get(order_id(item.source, message.original_id)), item):
                 batch.outcomes[item.row.id].append(Outcome.STALE.value)  # already reflected in what we hold
                 continue
             groups[(item.source, item.shop_id)].append(item)
         await asyncio.gather(*(self._fetch(source, shop_id, group, batch) for (source, shop_id), group in groups.items()))
-        missing = {order.id for _, _, order in batch.snapshots} - stored.keys()
+        missing = {order.id for _, _, order, _ in batch.snapshots} - stored.keys()
         if missing:
             stored.update(await asyncio.to_thread(self._load, missing))
 
@@ -162,7 +166,22 @@ class Processor:
             return []
         raise ValueError(f"unknown inbox kind {row.kind!r}")
 
-    def _normalize(self, item: _Item, raw: dict[str, Any], batch: _Batch) -> None:
+    @staticmethod
+    def _reflected(current: StoredOrder | None, item: _Item) -> bool:
+        """Is what this push announces already in the stored order? Then it needs no fetch.
+
+        Platform snapshots are cumulative: a message about a change older than the stored
+        snapshot's update time, or received well before that snapshot was read from the
+        platform, is already reflected in it.
+        """
+        if current is None:
+            return False
+        event_time = item.payload.event_time
+        if event_time is not None and event_time < current.updated_at:
+            return True
+        return current.snapshot_at is not None and item.row.received_at < current.snapshot_at - _PLATFORM_LAG
+
+    def _normalize(self, item: _Item, raw: dict[str, Any], batch: _Batch, taken_at: datetime | None) -> None:
         try:
             if item.source == "file":
                 shop = self._shop(raw.get("channel", "file"), raw.get("shop_id") or item.shop_id or "default")
@@ -183,7 +202,7 @@ class Processor:
             else:
                 self._quarantine(replace(item, kind="order", payload=raw), exc, batch)
             return
-        batch.snapshots.append((item.position, self._actor(item), order))
+        batch.snapshots.append((item.position, self._actor(item), order, taken_at))
 
     def _shop(self, channel: str, shop_id: str) -> ShopConfig:
         return self.shops.by_shop(channel, shop_id) or ShopConfig(channel, shop_id, shop_id)
@@ -198,16 +217,10 @@ class Processor:
         adapter = self.channels.sources[source]
         wanted = list(dict.fromkeys(item.payload.original_id for item in items))
         found: dict[str, dict[str, Any]] = {}
+        taken_at = datetime.now(UTC)
         try:
-            times = [item.payload.event_time for item in items]
-            if len(wanted) >= _WINDOW_MIN_MESSAGES and all(times):
-                start = min(times) - timedelta(seconds=1)
-                end = datetime.now(UTC) + timedelta(seconds=5)
-                if end - start <= _WINDOW_MAX_SPAN:
-                    for raw in await adapter.pull_window(self.http, shop, start, end):
-                        self._normalize(items[-1], raw, batch)
-                    have = {order.original_id for _, _, order in batch.snapshots if order.channel == source}
-                    wanted = [oid for oid in wanted if oid not in have]
+            wanted = await self._fetch_window(adapter, shop, items, wanted, batch)
+            taken_at = datetime.now(UTC)
             if wanted:
                 found = await adapter.fetch_orders(self.http, shop, wanted)
         except FetchError as exc:
@@ -220,11 +233,32 @@ class Processor:
                 self._retry_or_quarantine(item, FetchError(f"{type(exc).__name__}: {exc}"), batch)
             return
         for item in items:
-            raw = found.get(item.payload.original_id)
-            if raw is not None:
-                self._normalize(item, raw, batch)
-            elif item.payload.original_id in wanted:
-                self._retry_or_quarantine(item, FetchError(f"order {item.payload.original_id} not found on {source}"), batch)
+            oid = item.payload.original_id
+            if oid not in wanted:
+                continue  # read in the window
+            if oid in found:
+                self._normalize(item, found[oid], batch, taken_at)
+            else:
+                self._retry_or_quarantine(item, FetchError(f"order {oid} not found on {source}"), batch)
+
+    async def _fetch_window(self, adapter: Any, shop: ShopConfig, items: list[_Item], wanted: list[str], batch: _Batch) -> list[str]:
+        """Many changes of one shop in a short span: read the span page by page (100 orders a
+        call) instead of order by order. Returns the wanted ids the window did not contain."""
+        times = [item.payload.event_time for item in items]
+        if len(wanted) < _WINDOW_MIN_MESSAGES or not all(times):
+            return wanted
+        start, end = min(times) - timedelta(seconds=1), max(times) + timedelta(seconds=2)
+        if end - start > _WINDOW_MAX_SPAN:
+            return wanted
+        taken_at = datetime.now(UTC)
+        raws = await adapter.pull_window(self.http, shop, start, end)
+        before = len(batch.snapshots)
+        anchor = items[-1]
+        for raw in raws:
+            # read as an order of this batch: if it cannot be normalised it is quarantined as an order
+            self._normalize(replace(anchor, kind="order", payload=raw), raw, batch, taken_at)
+        have = {order.original_id for _, _, order, _ in batch.snapshots[before:]}
+        return [oid for oid in wanted if oid not in have]
 
     def _retry_or_quarantine(self, item: _Item, error: FetchError, batch: _Batch) -> None:
         if error.retryable and item.row.attempts + 1 < self.max_attempts:
@@ -235,14 +269,21 @@ class Processor:
     def _merge(self, stored: dict[str, StoredOrder], batch: _Batch) -> None:
         state: dict[str, StoredOrder | None] = dict(stored)
         last_write: dict[str, Change] = {}
+        last_seen: dict[str, NormalizedOrder] = {}
         customers_seen: dict[str, int] = {}
         plan = batch.plan
         # Snapshots are applied in arrival order so the event log tells the story as it happened.
-        for position, actor, order in sorted(batch.snapshots, key=lambda s: s[0]):
+        for position, actor, order, taken_at in sorted(batch.snapshots, key=lambda s: s[0]):
             previous = state.get(order.id)
             change = apply_snapshot(previous, order, actor)
             batch.outcomes[position[0]].append(change.outcome.value)
-            state[order.id] = stored_after(change, previous) if change.outcome is not Outcome.STALE else previous
+            if change.outcome is Outcome.STALE:
+                continue
+            state[order.id] = stored_after(change, previous)
+            last_seen[order.id] = order
+            if taken_at is not None:
+                known = plan.snapshot_at.get(order.id) or (previous.snapshot_at if previous else None)
+                plan.snapshot_at[order.id] = max(known, taken_at) if known else taken_at
             if change.outcome in (Outcome.CREATED, Outcome.UPDATED):
                 last_write[order.id] = change
                 plan.events.extend((order.id, event) for event in change.events)
@@ -253,16 +294,22 @@ class Processor:
             assert final is not None
             if change.order.updated_at != final.updated_at:
                 change.order = replace(change.order, updated_at=final.updated_at)
+            plan.snapshot_at.setdefault(oid, stored[oid].snapshot_at if oid in stored else None)
             cid = self._customer(change, plan, customers_seen.get(oid, 0))
             if oid in stored:
                 plan.updates.append((change, stored[oid].version, cid))
             else:
                 plan.creates.append((change, cid))
-        for oid, final in state.items():
-            before = stored.get(oid)
-            if oid not in last_write and before is not None and final is not None and final.updated_at > before.updated_at:
-                order = next(o for _, _, o in reversed(batch.snapshots) if o.id == oid)
-                plan.touches.append({"b_id": oid, "b_updated_at": final.updated_at, "b_raw": orjson.dumps(order.raw).decode()})
+        for oid, order in last_seen.items():
+            before, final = stored.get(oid), state[oid]
+            if oid in last_write or before is None or final is None:
+                continue
+            newer_snapshot = plan.snapshot_at.get(oid) not in (None, before.snapshot_at)
+            if final.updated_at > before.updated_at or newer_snapshot:
+                plan.touches.append({
+                    "b_id": oid, "b_updated_at": final.updated_at, "b_raw": orjson.dumps(order.raw).decode(),
+                    "b_snapshot_at": plan.snapshot_at.get(oid, before.snapshot_at),
+                })
 
     def _customer(self, change: Change, plan: WritePlan, new_orders: int) -> str | None:
         order = change.order

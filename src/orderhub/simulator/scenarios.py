@@ -39,6 +39,8 @@ class ScenarioMix:
     balance_used: float = 0.10  # JD
     # One push per order (its latest state), no duplicates or out-of-order pairs: for latency runs.
     single_push: bool = False
+    # A generated history ends up to this many seconds before `done_by` (a peak: a few minutes).
+    spread_s: float = 6 * 3600
     channels: dict[str, float] = field(default_factory=lambda: {"douyin": 0.45, "youzan": 0.25, "jd": 0.30})
 
     @classmethod
@@ -195,7 +197,7 @@ def plan_order(
 
     events = _timeline(rng, order_lines=lines, channel=channel, customer=customer, mix=mix, scen=scen)
     if start is None:
-        start = (done_by or 0) - events[-1].at - rng.randint(0, 6 * 3600)
+        start = (done_by or 0) - events[-1].at - rng.randint(0, int(mix.spread_s))
     for ev in events:
         ev.at += start
     pay_type = 1 if rng.random() < 0.65 else 2

@@ -27,6 +27,7 @@ def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrde
     columns = (
         orders.c.id, orders.c.status, orders.c.updated_at, orders.c.content_hash, orders.c.version,
         orders.c.holds, orders.c.address, orders.c.buyer_message, orders.c.seller_remark, orders.c.paid,
+        orders.c.snapshot_at,
     )
     found: dict[str, Any] = {}
     refunds: dict[str, list[str]] = {}
@@ -54,6 +55,7 @@ def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrde
             buyer_message=row.buyer_message,
             seller_remark=row.seller_remark,
             paid=row.paid,
+            snapshot_at=row.snapshot_at,
         )
         for row in found.values()
     }
@@ -65,7 +67,8 @@ class WritePlan:
 
     creates: list[tuple[Change, str | None]] = field(default_factory=list)  # (change, customer id)
     updates: list[tuple[Change, int, str | None]] = field(default_factory=list)  # (change, expected version, customer id)
-    touches: list[dict[str, Any]] = field(default_factory=list)  # same content, newer platform time
+    touches: list[dict[str, Any]] = field(default_factory=list)  # same content, newer platform time or snapshot
+    snapshot_at: dict[str, datetime] = field(default_factory=dict)  # order id -> when its snapshot was read
     events: list[tuple[str, Event]] = field(default_factory=list)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -74,7 +77,7 @@ class WritePlan:
     inbox_retry: list[dict[str, Any]] = field(default_factory=list)
 
 
-def order_row(change: Change, customer_id: str | None, version: int, now: datetime) -> dict[str, Any]:
+def order_row(change: Change, customer_id: str | None, version: int, now: datetime, snapshot_at: datetime | None) -> dict[str, Any]:
     order = change.order
     a = order.amounts
     b = order.buyer
@@ -104,6 +107,7 @@ def order_row(change: Change, customer_id: str | None, version: int, now: dateti
         "shipment": {"carrier": order.shipment.carrier, "waybill_no": order.shipment.waybill_no} if order.shipment else None,
         "pii": order.pii,
         "content_hash": change.content_hash,
+        "snapshot_at": snapshot_at,
         "version": version,
         "raw": orjson.dumps(order.raw).decode(),
         "modified_at": now,
@@ -138,16 +142,18 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
     if plan.creates:
         rows = []
         for change, customer_id in plan.creates:
-            row = order_row(change, customer_id, 1, now)
+            row = order_row(change, customer_id, 1, now, plan.snapshot_at.get(change.order.id))
             row.update(ingested_at=now, tags=[], priority=0)
             rows.append(row)
         conn.execute(orders.insert(), rows)
         conn.execute(order_lines.insert(), [line for change, _ in plan.creates for line in line_rows(change)])
     if plan.updates:
-        _update_orders(conn, plan.updates, now)
+        _update_orders(conn, plan.updates, now, plan.snapshot_at)
     if plan.touches:
         conn.execute(
-            sa.update(orders).where(orders.c.id == sa.bindparam("b_id")).values(updated_at=sa.bindparam("b_updated_at"), raw=sa.bindparam("b_raw")),
+            sa.update(orders).where(orders.c.id == sa.bindparam("b_id")).values(
+                updated_at=sa.bindparam("b_updated_at"), raw=sa.bindparam("b_raw"), snapshot_at=sa.bindparam("b_snapshot_at")
+            ),
             plan.touches,
         )
     if plan.events:
@@ -199,13 +205,15 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
         )
 
 
-def _update_orders(conn: sa.Connection, updates: Sequence[tuple[Change, int, str | None]], now: datetime) -> None:
+def _update_orders(
+    conn: sa.Connection, updates: Sequence[tuple[Change, int, str | None]], now: datetime, snapshot_at: dict[str, datetime]
+) -> None:
     mutable = [c for c in orders.c if c.name not in ("id", "channel", "original_id", "ingested_at", "warehouse", "priority", "tags", "rule_version")]
     values = {c.name: sa.bindparam(f"b_{c.name}") for c in mutable}
     stmt = sa.update(orders).where(orders.c.id == sa.bindparam("b_id"), orders.c.version == sa.bindparam("b_expected")).values(values)
     params = []
     for change, expected, customer_id in updates:
-        row = order_row(change, customer_id, expected + 1, now)
+        row = order_row(change, customer_id, expected + 1, now, snapshot_at.get(change.order.id))
         bound = {f"b_{name}": row[name] for name in values}
         bound["b_id"] = row["id"]
         bound["b_expected"] = expected

@@ -69,6 +69,9 @@ orders = sa.Table(
     sa.Column("rule_version", sa.String(32)),
     sa.Column("pii", Json, nullable=False),
     sa.Column("content_hash", sa.String(32), nullable=False),
+    # When the stored platform snapshot was read from the platform's API: a push received
+    # before then is already reflected in it and needs no fetch.
+    sa.Column("snapshot_at", UtcDateTime),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("raw", sa.Text, nullable=False),
     sa.Column("ingested_at", UtcDateTime, nullable=False),

@@ -1,0 +1,136 @@
+"""`make bench`: OrderHub's pipeline measured on this machine, next to the same-run limit.
+
+For each backend (SQLite, PostgreSQL) it starts the real stack (platform simulator and
+OrderHub as separate processes), then measures:
+  1. intake      N pushes, one per HTTP request, C concurrent senders, workers paused;
+  2. processing  the workers drain that backlog (fetching details from the simulator, pulling JD);
+  3. latency     a steady R messages/s for S seconds with workers running: ack -> stored order;
+  4. limit       the rows the pipeline wrote, loaded again with no logic (COPY / one transaction).
+It prints a table and ends with one JSON line per backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from phases import (  # noqa: E402
+    count_orders, measure_limit, percentile, prepare_pushes, send_all, send_at_rate, stored_latencies, wait_drained,
+)
+from stack import database, stack  # noqa: E402
+
+
+# A sales peak as it reaches the hub: orders created and paid within the last minute, with the
+# usual cancels, address changes, refunds, duplicate and late pushes. Shipping and completion
+# come hours later and are not part of a burst.
+PEAK_MIX = {"shipped": 0.0, "completed": 0.0, "spread_s": 60}
+
+
+def order_ids(pushes) -> dict[str, str]:
+    """original id -> channel, read from the push bodies themselves."""
+    found: dict[str, str] = {}
+    for push in pushes:
+        body = orjson.loads(push.body)
+        if push.channel == "douyin":
+            for message in body:
+                found[str(orjson.loads(message["data"])["p_id"])] = "douyin"
+        else:
+            found[str(body["id"])] = push.channel
+    return found
+
+
+def bench_backend(backend: str, args: argparse.Namespace) -> dict:
+    print(f"\n=== {backend} ===", flush=True)
+    jd_orders = int(args.orders * args.jd_share)
+
+    def create_jd_orders(sim_url: str) -> None:
+        # JD is pulled: its orders exist on the platform before OrderHub's first sync of the shop
+        if jd_orders:
+            httpx.post(f"{sim_url}/_sim/generate", json={"count": jd_orders, "channels": ["jd"], "deliver": False}, timeout=600).raise_for_status()
+
+    with stack(backend, before_hub=create_jd_orders) as s:
+        hub, sim, db_url = s["hub"], s["sim"], s["database_url"]
+        httpx.post(f"{hub}/api/v1/workers/pause", timeout=30).raise_for_status()
+        t = time.perf_counter()
+        pushes = prepare_pushes(sim, args.orders, seed=args.seed, mix=PEAK_MIX)
+        ids = order_ids(pushes)
+        print(f"prepared {len(pushes)} pushes for {len(ids)} orders (+{jd_orders} JD orders to pull) in {time.perf_counter() - t:.1f}s", flush=True)
+
+        intake = asyncio.run(send_all(hub, pushes, args.concurrency))
+        print(f"intake: {intake['msgs_per_s']:.0f} msg/s, ack p50 {intake['ack_p50_ms']:.1f} ms p99 {intake['ack_p99_ms']:.1f} ms, failures {intake['failures']}", flush=True)
+
+        expected = len(ids) + jd_orders
+        httpx.post(f"{hub}/api/v1/workers/resume", timeout=30).raise_for_status()
+        seconds = wait_drained(hub, db_url, expected, timeout=args.timeout)
+        stored = count_orders(db_url)
+        e2e = stored / seconds
+        print(f"processing: {stored} orders in {seconds:.1f}s = {e2e:.0f} orders/s", flush=True)
+
+        latency = {"stored_p50_ms": None, "stored_p99_ms": None, "messages": 0}
+        if args.latency_seconds > 0:
+            steady = prepare_pushes(sim, int(args.latency_rate * args.latency_seconds), seed=args.seed + 1, mix={**PEAK_MIX, "single_push": True})
+            acked = asyncio.run(send_at_rate(hub, steady, args.latency_rate))
+            channels = order_ids(steady)
+            wait_drained(hub, db_url, stored + len(channels), timeout=args.timeout)
+            values = stored_latencies(db_url, acked, channels)
+            latency = {"stored_p50_ms": percentile(values, 0.5) * 1000, "stored_p99_ms": percentile(values, 0.99) * 1000, "messages": len(steady)}
+            print(f"latency at {args.latency_rate:.0f}/s: stored p50 {latency['stored_p50_ms']:.0f} ms p99 {latency['stored_p99_ms']:.0f} ms", flush=True)
+
+        with database(backend, Path(s["workdir"]) / "limit") as limit_url:
+            Path(s["workdir"], "limit").mkdir(exist_ok=True)
+            limit = measure_limit(db_url, limit_url)
+        print(f"limit: {limit['orders']} orders' rows loaded in {limit['seconds']:.2f}s = {limit['orders_per_s']:.0f} orders/s", flush=True)
+
+    return {
+        "backend": backend,
+        "date": date.today().isoformat(),
+        "orders": stored,
+        "messages": len(pushes),
+        "intake_msgs_per_s": round(intake["msgs_per_s"]),
+        "ack_p50_ms": round(intake["ack_p50_ms"], 2),
+        "ack_p99_ms": round(intake["ack_p99_ms"], 2),
+        "intake_failures": intake["failures"],
+        "e2e_orders_per_s": round(e2e),
+        "limit_orders_per_s": round(limit["orders_per_s"]),
+        "e2e_vs_limit": round(e2e / limit["orders_per_s"], 3),
+        "stored_p50_ms": None if latency["stored_p50_ms"] is None else round(latency["stored_p50_ms"], 1),
+        "stored_p99_ms": None if latency["stored_p99_ms"] is None else round(latency["stored_p99_ms"], 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--orders", type=int, default=100_000, help="orders announced by pushes in the intake phase (about 2.5 pushes each)")
+    parser.add_argument("--jd-share", type=float, default=0.15, help="extra JD orders (pulled), as a share of --orders")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--latency-rate", type=float, default=1000.0)
+    parser.add_argument("--latency-seconds", type=float, default=60.0)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--seed", type=int, default=1111)
+    parser.add_argument("--timeout", type=float, default=1800.0)
+    args = parser.parse_args()
+    results = [bench_backend(backend, args) for backend in args.backends.split(",")]
+    print("\n| backend | orders | intake msg/s | ack p50/p99 ms | e2e orders/s | limit orders/s | e2e/limit | stored p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        print(
+            f"| {r['backend']} | {r['orders']} | {r['intake_msgs_per_s']} | {r['ack_p50_ms']}/{r['ack_p99_ms']} | "
+            f"{r['e2e_orders_per_s']} | {r['limit_orders_per_s']} | {r['e2e_vs_limit']:.0%} | {r['stored_p50_ms']}/{r['stored_p99_ms']} |"
+        )
+    print()
+    for r in results:
+        print(json.dumps(r, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
