@@ -79,27 +79,20 @@ async def send_all(hub_url: str, pushes: list[Push], concurrency: int) -> dict[s
     }
 
 
-async def send_at_rate(hub_url: str, pushes: list[Push], rate: float) -> dict[str, datetime]:
-    """Open-loop load: push i is sent at t0 + i/rate whatever the server does; returns ack times."""
-    acked: dict[str, datetime] = {}
-    connector = aiohttp.TCPConnector(limit=256)
-    async with aiohttp.ClientSession(base_url=hub_url, connector=connector) as session:
-
-        async def one(push: Push) -> None:
-            async with session.post(push.path, data=push.body, headers=push.headers) as response:
-                await response.read()
-                if response.status == 200:
-                    acked[push.original_id] = datetime.now(UTC)
-
-        started = time.perf_counter()
-        tasks = []
-        for index, push in enumerate(pushes):
-            delay = started + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(push)))
-        await asyncio.gather(*tasks)
-    return acked
+def live_feed(hub_url: str, sim_url: str, orders_per_s: float, seconds: float) -> dict[str, Any]:
+    """The simulator's live feed at a steady rate: orders appear on the platform and are pushed
+    as they happen. Returns the first acknowledged push of each new order and the push rate."""
+    started = time.time()
+    httpx.post(f"{sim_url}/_sim/feed", json={"rate": orders_per_s, "target": hub_url}, timeout=30).raise_for_status()
+    time.sleep(seconds)
+    httpx.delete(f"{sim_url}/_sim/feed", timeout=60)
+    acks = [orjson.loads(line) for line in httpx.get(f"{sim_url}/_sim/acks", timeout=120).content.splitlines() if line.strip()]
+    acks = [a for a in acks if a["acked_at"] >= started]
+    first: dict[tuple[str, str], float] = {}
+    for ack in acks:
+        key = (ack["channel"], ack["original_id"])
+        first[key] = min(first.get(key, ack["acked_at"]), ack["acked_at"])
+    return {"first_ack": first, "msgs_per_s": len(acks) / seconds}
 
 
 def count_orders(database_url: str) -> int:
@@ -122,11 +115,12 @@ def wait_drained(hub_url: str, database_url: str, expected_orders: int, timeout:
     raise TimeoutError(f"not drained after {timeout}s: {count_orders(database_url)}/{expected_orders} orders")
 
 
-def stored_latencies(database_url: str, acked: dict[str, datetime], channel_of: dict[str, str]) -> list[float]:
-    """Ack -> order row committed, from the order's ingested_at (same machine clock)."""
+def stored_latencies(database_url: str, first_ack: dict[tuple[str, str], float]) -> list[float]:
+    """Ack of an order's first push -> its row written (`ingested_at`, taken in the writing
+    transaction just before commit; same machine clock)."""
     from orderhub.domain.ids import order_id
 
-    by_id = {order_id(channel_of[oid], oid): at for oid, at in acked.items()}
+    by_id = {order_id(channel, oid): at for (channel, oid), at in first_ack.items()}
     engine = create_engine(database_url)
     latencies = []
     try:
@@ -135,7 +129,7 @@ def stored_latencies(database_url: str, acked: dict[str, datetime], channel_of: 
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 for oid, ingested in conn.execute(sa.select(orders.c.id, orders.c.ingested_at).where(orders.c.id.in_(chunk))):
-                    latencies.append(max(0.0, (ingested - by_id[oid]).total_seconds()))
+                    latencies.append(ingested.timestamp() - by_id[oid])
     finally:
         engine.dispose()
     return latencies

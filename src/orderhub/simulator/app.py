@@ -67,6 +67,12 @@ def create_app(sim: Simulator) -> FastAPI:
     async def stats() -> Response:
         return _json(sim.stats())
 
+    @app.get("/_sim/acks")
+    async def acks() -> Response:
+        """NDJSON of recent acknowledged pushes: {channel, original_id, kind, acked_at (unix s)}."""
+        lines = (orjson.dumps({"channel": c, "original_id": o, "kind": k, "acked_at": t}) for c, o, k, t in list(sim.pusher.acks))
+        return Response(b"\n".join(lines), media_type="application/x-ndjson")
+
     @app.post("/_sim/generate")
     async def generate(request: Request) -> Response:
         req = await _body(request)

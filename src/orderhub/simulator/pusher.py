@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -68,6 +70,8 @@ class Pusher:
         self._sem = asyncio.Semaphore(concurrency)
         self._timeout = timeout
         self._client: httpx.AsyncClient | None = None
+        # (channel, order id, kind, unix time acknowledged) of recent deliveries, for latency runs
+        self.acks: deque[tuple[str, str, str, float]] = deque(maxlen=500_000)
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -92,6 +96,7 @@ class Pusher:
                     headers, body = push.rebuild(attempt)
             if await self._attempt(push.channel, url, headers, body):
                 self.stats.delivered += 1
+                self.acks.append((push.channel, push.order_id, push.kind, time.time()))
                 return True
         self.stats.failed += 1
         log.warning("push %s %s for %s failed after %d attempts", push.channel, push.kind, push.order_id, attempt + 1)

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
@@ -122,7 +123,7 @@ class DouyinChannel:
 
     def parse_push(self, body: bytes) -> list[PushMessage]:
         try:
-            envelope = json.loads(body)
+            envelope = orjson.loads(body)
         except ValueError:
             raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not JSON", "body") from None
         if not isinstance(envelope, list):
@@ -227,7 +228,7 @@ class DouyinChannel:
 def _check_reply(method: str, response: httpx.Response) -> dict[str, Any]:
     raise_for_http_status(f"douyin {method}", response)
     try:
-        reply = json.loads(response.content)  # stdlib json keeps int64 ids exact
+        reply = orjson.loads(response.content)  # exact for 64-bit ids, and several times faster than json
     except ValueError:
         raise FetchError(f"douyin {method}: reply is not JSON", retryable=True) from None
     if not isinstance(reply, dict):
@@ -266,7 +267,7 @@ def _parse_message(item: Any, path: str) -> PushMessage | None:
     data = item.get("data")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
+            data = orjson.loads(data)
         except ValueError:
             raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, f"{path}.data is not JSON", f"{path}.data") from None
     if not isinstance(data, dict):

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 import httpx
+import orjson
 from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
@@ -91,7 +92,7 @@ class YouzanChannel:
 
     def parse_push(self, body: bytes) -> list[PushMessage]:
         try:
-            envelope = json.loads(body)
+            envelope = orjson.loads(body)
         except ValueError:
             raise EnvelopeError(ErrorCode.MALFORMED_ENVELOPE, "push body is not JSON", "body") from None
         if not isinstance(envelope, dict):
@@ -212,7 +213,7 @@ class YouzanChannel:
 def _check_reply(name: str, response: httpx.Response) -> dict[str, Any]:
     raise_for_http_status(f"youzan {name}", response)
     try:
-        reply = json.loads(response.content)
+        reply = orjson.loads(response.content)
     except ValueError:
         raise FetchError(f"youzan {name}: reply is not JSON", retryable=True) from None
     if not isinstance(reply, dict):
