@@ -18,6 +18,7 @@ run: install
 	$(BIN)/orderhub serve --demo
 
 lint: install
+	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 
 test: lint

@@ -13,7 +13,6 @@ from hashlib import md5
 from typing import Any
 
 import orjson
-import pytest
 
 from fakes import FakeChannel, push_body
 

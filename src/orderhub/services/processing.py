@@ -34,7 +34,7 @@ _OUTCOME_RANK = ["quarantined", "created", "updated", "stale", "unchanged"]
 # A backlog of pushes for one shop is fetched as one time window instead of order by order
 # when the window is short enough to be cheap (the platform pages 100 orders a call).
 _WINDOW_MIN_MESSAGES = 40
-_WINDOW_MAX_SPAN = timedelta(minutes=15)
+_WINDOW_MAX_SPAN = timedelta(seconds=30)
 # A platform's API may lag its own pushes a little; a stored snapshot counts as reflecting a
 # push only if it was read this long after the push was received.
 _PLATFORM_LAG = timedelta(seconds=2)
@@ -244,10 +244,13 @@ class Processor:
     async def _fetch_window(self, adapter: Any, shop: ShopConfig, items: list[_Item], wanted: list[str], batch: _Batch) -> list[str]:
         """Many changes of one shop in a short span: read the span page by page (100 orders a
         call) instead of order by order. Returns the wanted ids the window did not contain."""
-        times = [item.payload.event_time for item in items]
-        if len(wanted) < _WINDOW_MIN_MESSAGES or not all(times):
+        times = sorted(item.payload.event_time for item in items if item.payload.event_time is not None)
+        if len(wanted) < _WINDOW_MIN_MESSAGES or len(times) < _WINDOW_MIN_MESSAGES:
             return wanted
-        start, end = min(times) - timedelta(seconds=1), max(times) + timedelta(seconds=2)
+        # The middle 90% of the messages' times: a few late or replayed messages must not
+        # stretch the window over hours of unrelated orders (they are fetched singly instead).
+        cut = len(times) // 20
+        start, end = times[cut] - timedelta(seconds=1), times[-1 - cut] + timedelta(seconds=2)
         if end - start > _WINDOW_MAX_SPAN:
             return wanted
         taken_at = datetime.now(UTC)
