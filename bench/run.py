@@ -25,7 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).parent))
 
 from phases import (  # noqa: E402
-    count_orders, live_feed, measure_limit, percentile, prepare_pushes, send_all, stored_latencies, wait_drained,
+    count_orders, measure_limit, percentile, prepare_pushes, send_all, send_at_rate, stored_latencies, wait_drained,
 )
 from stack import database, stack  # noqa: E402
 
@@ -78,13 +78,20 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
 
         latency = {"stored_p50_ms": None, "stored_p99_ms": None, "msgs_per_s": 0.0}
         if args.latency_seconds > 0:
-            # the feed's orders send about two pushes each within a minute (create, pay, ...)
-            feed = live_feed(hub, sim, args.latency_rate / 2, args.latency_seconds)
+            # New orders arriving live: each is created on the platform as its push is sent.
+            count = int(args.latency_rate * args.latency_seconds)
+            delay = 10 + count / 5000  # preparing takes about 0.2 ms an order
+            live = {**PEAK_MIX, "start_rate": args.latency_rate, "start_delay_s": delay, "first_push": True}
+            prepared_at = time.time()
+            steady = prepare_pushes(sim, count, seed=args.seed + 1, mix=live)
+            time.sleep(max(0.0, prepared_at + delay - time.time()))  # send each push as its order appears
+            acked = asyncio.run(send_at_rate(hub, steady, args.latency_rate))
             wait_drained(hub, db_url, 0, timeout=args.timeout)
-            values = [v for v in stored_latencies(db_url, feed["first_ack"])]
-            latency = {"stored_p50_ms": percentile(values, 0.5) * 1000, "stored_p99_ms": percentile(values, 0.99) * 1000, "msgs_per_s": feed["msgs_per_s"]}
+            values = stored_latencies(db_url, acked)
+            latency = {"stored_p50_ms": percentile(values, 0.5) * 1000, "stored_p99_ms": percentile(values, 0.99) * 1000,
+                       "msgs_per_s": len(steady) / args.latency_seconds}
             print(
-                f"latency at {feed['msgs_per_s']:.0f} msg/s ({len(values)} new orders): "
+                f"latency at {latency['msgs_per_s']:.0f} msg/s ({len(values)} new orders): "
                 f"stored p50 {latency['stored_p50_ms']:.0f} ms p99 {latency['stored_p99_ms']:.0f} ms",
                 flush=True,
             )

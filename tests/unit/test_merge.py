@@ -107,3 +107,13 @@ def test_replaying_everything_again_changes_nothing(order, repeats):
     for change in changes[len(order):]:
         assert change.outcome in (Outcome.STALE, Outcome.UNCHANGED)
     assert again.version == version_before
+
+
+def test_an_order_number_too_long_for_its_column_is_refused_before_it_reaches_the_database():
+    import pytest
+
+    from orderhub.domain.errors import NormalizationError
+
+    with pytest.raises(NormalizationError) as info:
+        make_order("9" * 65)
+    assert (info.value.code.value, info.value.field) == ("invalid_field", "original_id")

@@ -12,6 +12,9 @@ from orderhub.domain.money import allocate_largest_remainder
 from orderhub.domain.status import PLATFORM_IMPLIED, Status
 
 
+MAX_ID_LENGTH = 64  # order numbers, shop ids and SKU codes (the database columns' width)
+
+
 class RefundStatus:
     NONE = "none"
     REFUNDING = "refunding"
@@ -123,6 +126,15 @@ class NormalizedOrder:
         """Invariants every adapter's output must satisfy; violations go to quarantine."""
         if not self.original_id:
             raise NormalizationError(ErrorCode.MISSING_FIELD, "order number is empty", "original_id")
+        # Identifiers must fit their columns: a value the database refuses would fail the whole batch.
+        for name, value, limit in (("original_id", self.original_id, MAX_ID_LENGTH), ("shop_id", self.shop_id, MAX_ID_LENGTH), ("channel", self.channel, 32)):
+            if len(value) > limit:
+                raise NormalizationError(ErrorCode.INVALID_FIELD, f"{name} is longer than {limit} characters", name)
+        for index, line in enumerate(self.lines):
+            for name in ("sku", "platform_sku_id", "platform_line_id"):
+                value = getattr(line, name)
+                if value is not None and len(value) > MAX_ID_LENGTH:
+                    raise NormalizationError(ErrorCode.INVALID_FIELD, f"lines[{index}].{name} is too long", f"lines[{index}].{name}")
         if self.status not in PLATFORM_IMPLIED:
             raise NormalizationError(ErrorCode.UNKNOWN_STATUS, f"adapter produced {self.status}", "status")
         for name in ("created_at", "updated_at", "paid_at"):

@@ -41,6 +41,11 @@ class ScenarioMix:
     single_push: bool = False
     # A generated history ends up to this many seconds before `done_by` (a peak: a few minutes).
     spread_s: float = 6 * 3600
+    # Live arrivals instead of history: order n is created at now + start_delay_s + n / start_rate
+    # (its timeline lies ahead), and with first_push only its creation is pushed. For latency runs.
+    start_rate: float = 0.0
+    start_delay_s: float = 0.0
+    first_push: bool = False
     channels: dict[str, float] = field(default_factory=lambda: {"douyin": 0.45, "youzan": 0.25, "jd": 0.30})
 
     @classmethod
@@ -49,7 +54,7 @@ class ScenarioMix:
         for f in fields(cls):
             if data and f.name in data:
                 value = data[f.name]
-                setattr(mix, f.name, dict(value) if f.name == "channels" else bool(value) if f.name == "single_push"
+                setattr(mix, f.name, dict(value) if f.name == "channels" else bool(value) if f.name in ("single_push", "first_push")
                         else float(value))
         return mix
 
@@ -219,7 +224,7 @@ def plan_order(
     if any(ev.kind == m.PAY for ev in events) and "out_of_order" in scen:
         order.extra["late"] = m.PAY  # the paid push arrives after the next one (cancel / ship)
     _assign_ids(rng, ids, order, seq, start)
-    if rng.random() < mix.duplicate_push and channel in PUSH_CHANNELS and not mix.single_push:
+    if rng.random() < mix.duplicate_push and channel in PUSH_CHANNELS and not (mix.single_push or mix.first_push):
         order.extra["duplicate"] = rng.randrange(len(events))
         scen.append("duplicate_push")
     order.scenarios = scen or ["plain"]
@@ -249,7 +254,7 @@ def _timeline(
     start = 0
     ev = [m.PlannedEvent(start, m.CREATE)]
     r = rng.random()
-    out_of_order = channel in PUSH_CHANNELS and not mix.single_push and rng.random() < mix.out_of_order
+    out_of_order = channel in PUSH_CHANNELS and not (mix.single_push or mix.first_push) and rng.random() < mix.out_of_order
     if channel != "jd" and not out_of_order and r < mix.unpaid_closed:
         ev.append(m.PlannedEvent(start + 1800, m.CLOSE))
         scen.append("unpaid_closed")

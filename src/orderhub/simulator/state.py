@@ -236,10 +236,14 @@ class Simulator:
         now = self.clock.now()
         orders, timed = [], []
         for n in range(count):
-            plan = self.plan(rng=rng, mix=scen_mix, done_by=now, channels=channels)
+            if scen_mix.start_rate > 0:  # live arrivals: the timeline lies ahead
+                start = now + int(scen_mix.start_delay_s + n / scen_mix.start_rate)
+                plan = self.plan(rng=rng, mix=scen_mix, start=start, channels=channels)
+            else:
+                plan = self.plan(rng=rng, mix=scen_mix, done_by=now, channels=channels)
             pushes = []
             with self._lock:
-                for ev in plan.events:
+                for ev in plan.events[:1] if scen_mix.first_push else plan.events:
                     m.apply_event(plan.order, ev)
                     push = self._push_for(plan.order, ev.kind)
                     if push is not None:
