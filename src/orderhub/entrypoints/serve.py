@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 
 import click
 import uvicorn
@@ -72,7 +73,9 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
     server = uvicorn.Server(config)
     url = f"http://{settings.host}:{settings.port}"
     if demo:
-        simulator = await serve_in_background("127.0.0.1", sim_port, Simulator(seed=20251111), url, demo_rate)
+        # a fresh seed each start: the simulator derives order numbers from it, and a restarted
+        # demo on the same data directory must not replay different orders under old numbers
+        simulator = await serve_in_background("127.0.0.1", sim_port, Simulator(seed=time.time_ns()), url, demo_rate)
     click.echo(f"OrderHub 订单中枢 is running at {url}  (API docs: {url}/api/v1/docs)")
     click.echo(f"database: {runtime.engine.url.render_as_string(hide_password=True)}")
     if demo:
