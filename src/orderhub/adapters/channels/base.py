@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 import httpx
 
+from orderhub.domain.errors import ErrorCode, NormalizationError
 from orderhub.domain.order import NormalizedOrder
 
 
@@ -92,3 +93,16 @@ class OrderSource(Protocol):
     def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
         """Platform order -> canonical order; raises NormalizationError with code and field."""
         ...
+
+
+def checked_order(build: Callable[[], NormalizedOrder], problem: str, field: str | None = None) -> NormalizedOrder:
+    """Run a normaliser and check its result, so a payload shape nobody foresaw (a missing key,
+    a wrong type) becomes a NormalizationError for quarantine rather than a crash."""
+    try:
+        order = build()
+    except NormalizationError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise NormalizationError(ErrorCode.INVALID_FIELD, f"{problem}: {exc!r}", field) from exc
+    order.check()
+    return order

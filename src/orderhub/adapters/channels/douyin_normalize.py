@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from orderhub.adapters.channels.base import checked_order
 from orderhub.domain.errors import ErrorCode, NormalizationError
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder, RefundStatus, Shipment
 from orderhub.domain.status import Status
@@ -34,14 +35,7 @@ def normalize_douyin_order(raw: dict[str, Any], fallback_shop_id: str) -> Normal
     """One Douyin shop order (`data.shop_order_detail` or a `shop_order_list` item) -> canonical order."""
     if not isinstance(raw, dict):
         raise NormalizationError(ErrorCode.INVALID_FIELD, "shop order is not a JSON object", "shop_order")
-    try:
-        order = _build(raw, fallback_shop_id)
-    except NormalizationError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape we did not foresee
-        raise NormalizationError(ErrorCode.INVALID_FIELD, f"unexpected shop order shape: {exc!r}", "shop_order") from None
-    order.check()
-    return order
+    return checked_order(lambda: _build(raw, fallback_shop_id), "unexpected shop order shape", "shop_order")
 
 
 def _build(raw: dict[str, Any], fallback_shop_id: str) -> NormalizedOrder:

@@ -15,7 +15,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from orderhub.adapters.channels.base import ShopConfig
+from orderhub.adapters.channels.base import ShopConfig, checked_order
 from orderhub.adapters.channels.file_mapping import (
     CANONICAL_FIELDS,
     ID_FIELDS,
@@ -280,14 +280,7 @@ class FileChannel:
             raise NormalizationError(ErrorCode.MALFORMED_ENVELOPE, "not a raw file order (rows missing)", "rows")
         mapping = self._mapping_of(raw)
         order = _Order(raw, mapping)
-        try:
-            normalized = self._normalize(raw, order, shop)
-        except NormalizationError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise NormalizationError(ErrorCode.INVALID_FIELD, f"file order is malformed: {exc!r}") from exc
-        normalized.check()
-        return normalized
+        return checked_order(lambda: self._normalize(raw, order, shop), "file order is malformed")
 
     def _mapping_of(self, raw: Mapping[str, Any]) -> ColumnMapping:
         if raw.get("mapping"):

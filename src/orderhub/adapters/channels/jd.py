@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 
-from orderhub.adapters.channels.base import ShopConfig
+from orderhub.adapters.channels.base import ShopConfig, checked_order
 from orderhub.adapters.channels.http_common import backoff, gather_bounded, raise_for_http_status, retrying
 from orderhub.domain.errors import ErrorCode, FetchError, NormalizationError
 from orderhub.domain.money import yuan_to_fen
@@ -195,14 +195,7 @@ class JdChannel:
         return await gather_bounded(original_ids, one, self._concurrency, wait_for_all=False)
 
     def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
-        try:
-            order = _normalize(raw, shop)
-        except NormalizationError:
-            raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape we did not foresee
-            raise NormalizationError(ErrorCode.INVALID_FIELD, f"jd order is malformed: {exc!r}") from exc
-        order.check()
-        return order
+        return checked_order(lambda: _normalize(raw, shop), "jd order is malformed")
 
 
 def _router_error(method: str, error: Any) -> FetchError:

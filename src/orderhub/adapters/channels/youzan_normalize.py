@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from orderhub.adapters.channels.base import checked_order
 from orderhub.domain.errors import ErrorCode, NormalizationError
 from orderhub.domain.money import yuan_to_fen
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder, RefundStatus, Shipment
@@ -39,14 +40,7 @@ def normalize_youzan_trade(raw: dict[str, Any], fallback_shop_id: str) -> Normal
     """One Youzan trade (`{"full_order_info": {...}, "refund_order": [...], ...}`) -> canonical order."""
     if not isinstance(raw, dict):
         raise NormalizationError(ErrorCode.INVALID_FIELD, "trade is not a JSON object", "trade")
-    try:
-        order = _build(raw, fallback_shop_id)
-    except NormalizationError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a shape we did not foresee
-        raise NormalizationError(ErrorCode.INVALID_FIELD, f"unexpected trade shape: {exc!r}", "full_order_info") from None
-    order.check()
-    return order
+    return checked_order(lambda: _build(raw, fallback_shop_id), "unexpected trade shape", "full_order_info")
 
 
 def _build(raw: dict[str, Any], fallback_shop_id: str) -> NormalizedOrder:
