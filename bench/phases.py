@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
-from orderhub.adapters.db.tables import customer_identities, customers, inbox, order_events, order_lines, orders
+from orderhub.adapters.db.tables import customer_channels, customer_identities, customers, inbox, order_events, order_lines, orders
 
 # What the pipeline writes for an order; the limit phase loads exactly these rows again.
-WRITTEN_TABLES = [inbox, orders, order_lines, order_events, customers, customer_identities]
+WRITTEN_TABLES = [inbox, orders, order_lines, order_events, customers, customer_identities, customer_channels]
 
 
 @dataclass
@@ -29,16 +29,28 @@ class Push:
     channel: str
 
 
-def prepare_pushes(sim_url: str, count: int, seed: int, mix: dict[str, Any] | None = None) -> list[Push]:
-    response = httpx.post(f"{sim_url}/_sim/prepare-pushes", json={"count": count, "seed": seed, "mix": mix or {}}, timeout=600)
+@dataclass
+class Prepared:
+    webhooks: list[Push]  # for the benchmark to send
+    streamed: list[tuple[str, str]]  # (channel, order id) of messages the simulator queued on its streams
+
+
+def prepare_pushes(sim_url: str, count: int, seed: int, mix: dict[str, Any] | None = None, channels: list[str] | None = None) -> Prepared:
+    request: dict[str, Any] = {"count": count, "seed": seed, "mix": mix or {}}
+    if channels:
+        request["channels"] = channels
+    response = httpx.post(f"{sim_url}/_sim/prepare-pushes", json=request, timeout=600)
     response.raise_for_status()
-    pushes = []
+    prepared = Prepared([], [])
     for line in response.content.splitlines():
         if not line.strip():
             continue
         item = orjson.loads(line)
-        pushes.append(Push(item["path"], item["headers"], item["body"].encode(), str(item.get("original_id", "")), item["channel"]))
-    return pushes
+        if item.get("stream"):
+            prepared.streamed.append((item["channel"], str(item["original_id"])))
+        else:
+            prepared.webhooks.append(Push(item["path"], item["headers"], item["body"].encode(), str(item["original_id"]), item["channel"]))
+    return prepared
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -20,7 +20,6 @@ from datetime import date
 from pathlib import Path
 
 import httpx
-import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -34,42 +33,37 @@ from stack import database, stack  # noqa: E402
 # usual cancels, address changes, refunds, duplicate and late pushes. Shipping and completion
 # come hours later and are not part of a burst.
 PEAK_MIX = {"shipped": 0.0, "completed": 0.0, "spread_s": 60}
-
-
-def order_ids(pushes) -> dict[str, str]:
-    """original id -> channel, read from the push bodies themselves."""
-    found: dict[str, str] = {}
-    for push in pushes:
-        body = orjson.loads(push.body)
-        if push.channel == "douyin":
-            for message in body:
-                found[str(orjson.loads(message["data"])["p_id"])] = "douyin"
-        else:
-            found[str(body["id"])] = push.channel
-    return found
+# Channels that announce orders by message: webhooks the benchmark sends (抖店, 有赞, encrypted
+# 视频号小店) and streams the simulator serves to OrderHub's own connections (淘宝 TMC, 拼多多 PMC).
+PUSH_CHANNELS = ["douyin", "taobao", "pdd", "youzan", "wechat_channels"]
+WEBHOOK_CHANNELS = ["douyin", "youzan", "wechat_channels"]
+PULL_CHANNELS = ["jd", "kuaishou"]
 
 
 def bench_backend(backend: str, args: argparse.Namespace) -> dict:
     print(f"\n=== {backend} ===", flush=True)
-    jd_orders = int(args.orders * args.jd_share)
+    pulled_orders = int(args.orders * args.pull_share)
 
-    def create_jd_orders(sim_url: str) -> None:
-        # JD is pulled: its orders exist on the platform before OrderHub's first sync of the shop
-        if jd_orders:
-            httpx.post(f"{sim_url}/_sim/generate", json={"count": jd_orders, "channels": ["jd"], "deliver": False}, timeout=600).raise_for_status()
+    def create_pulled_orders(sim_url: str) -> None:
+        # JD and 快手 are pulled: their orders exist on the platform before OrderHub's first sync
+        if pulled_orders:
+            httpx.post(f"{sim_url}/_sim/generate", json={"count": pulled_orders, "channels": PULL_CHANNELS, "deliver": False},
+                       timeout=600).raise_for_status()
 
-    with stack(backend, before_hub=create_jd_orders) as s:
+    with stack(backend, before_hub=create_pulled_orders) as s:
         hub, sim, db_url = s["hub"], s["sim"], s["database_url"]
         httpx.post(f"{hub}/api/v1/workers/pause", timeout=30).raise_for_status()
         t = time.perf_counter()
-        pushes = prepare_pushes(sim, args.orders, seed=args.seed, mix=PEAK_MIX)
-        ids = order_ids(pushes)
-        print(f"prepared {len(pushes)} pushes for {len(ids)} orders (+{jd_orders} JD orders to pull) in {time.perf_counter() - t:.1f}s", flush=True)
+        prepared = prepare_pushes(sim, args.orders, seed=args.seed, mix=PEAK_MIX, channels=PUSH_CHANNELS)
+        pushes = prepared.webhooks
+        ids = {(p.channel, p.original_id) for p in pushes} | set(prepared.streamed)
+        print(f"prepared {len(pushes)} webhook pushes and {len(prepared.streamed)} stream messages for {len(ids)} orders "
+              f"(+{pulled_orders} JD/快手 orders to pull) in {time.perf_counter() - t:.1f}s", flush=True)
 
         intake = asyncio.run(send_all(hub, pushes, args.concurrency))
         print(f"intake: {intake['msgs_per_s']:.0f} msg/s, ack p50 {intake['ack_p50_ms']:.1f} ms p99 {intake['ack_p99_ms']:.1f} ms, failures {intake['failures']}", flush=True)
 
-        expected = len(ids) + jd_orders
+        expected = len(ids) + pulled_orders
         httpx.post(f"{hub}/api/v1/workers/resume", timeout=30).raise_for_status()
         seconds = wait_drained(hub, db_url, expected, timeout=args.timeout)
         processed = count_orders(db_url)
@@ -83,7 +77,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
             delay = 10 + count / 5000  # preparing takes about 0.2 ms an order
             live = {**PEAK_MIX, "start_rate": args.latency_rate, "start_delay_s": delay, "first_push": True}
             prepared_at = time.time()
-            steady = prepare_pushes(sim, count, seed=args.seed + 1, mix=live)
+            # webhooks only: the benchmark times each push it sends (stream messages go out at once)
+            steady = prepare_pushes(sim, count, seed=args.seed + 1, mix=live, channels=WEBHOOK_CHANNELS).webhooks
             time.sleep(max(0.0, prepared_at + delay - time.time()))  # send each push as its order appears
             acked = asyncio.run(send_at_rate(hub, steady, args.latency_rate))
             wait_drained(hub, db_url, 0, timeout=args.timeout)
@@ -105,7 +100,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
         "backend": backend,
         "date": date.today().isoformat(),
         "orders": processed,
-        "messages": len(pushes),
+        "messages": len(pushes) + len(prepared.streamed),
+        "stream_messages": len(prepared.streamed),
         "intake_msgs_per_s": round(intake["msgs_per_s"]),
         "ack_p50_ms": round(intake["ack_p50_ms"], 2),
         "ack_p99_ms": round(intake["ack_p99_ms"], 2),
@@ -122,7 +118,7 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=100_000, help="orders announced by pushes in the intake phase (about 2.5 pushes each)")
-    parser.add_argument("--jd-share", type=float, default=0.15, help="extra JD orders (pulled), as a share of --orders")
+    parser.add_argument("--pull-share", type=float, default=0.15, help="extra JD and 快手 orders (pulled), as a share of --orders")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency-rate", type=float, default=1000.0)
     parser.add_argument("--latency-seconds", type=float, default=60.0)

@@ -44,7 +44,9 @@ class FakeChannel:
     def sign(body: bytes) -> str:
         return md5(SHOP.app_key.encode() + body + SHOP.app_secret.encode()).hexdigest()
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
+    def authenticate(
+        self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory, query: Mapping[str, str] | None = None
+    ) -> Authenticated:
         sign = headers.get("x-sign")
         if not sign:
             raise SignatureError(ErrorCode.SIGNATURE_MISSING, "x-sign header missing", "x-sign")

@@ -12,7 +12,10 @@ from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter
+from orderhub.adapters.pii_crypto import PiiVault
 from orderhub.config import Settings
+from orderhub.services.buyer_pii import BuyerPii
+from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.intake import Intake
 from orderhub.services.processing import Processor
 from orderhub.services.pull import Puller
@@ -37,26 +40,44 @@ class Runtime:
         )
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.vault = PiiVault.from_config(settings.pii_key, settings.hash_key, settings.data_dir)
+        self.monitor = ChannelMonitor(self.shops)
+        self.pii = BuyerPii(self.vault, self.shops, self.channels, self.http)
         self.writer = InboxWriter(self.engine, on_commit=self._notify)
-        self.intake = Intake(self.writer, self.shops, self.channels)
+        self.intake = Intake(self.writer, self.shops, self.channels, self.monitor)
         self.processor = Processor(
             self.engine, self.shops, self.channels, self.http,
-            batch_size=settings.batch_size, max_attempts=settings.max_attempts,
+            batch_size=settings.batch_size, max_attempts=settings.max_attempts, pii=self.pii, monitor=self.monitor,
         )
         self.puller = Puller(
             self.engine, self.channels, self.http,
-            overlap_s=settings.pull_overlap_s, lookback_s=settings.pull_lookback_s,
+            overlap_s=settings.pull_overlap_s, lookback_s=settings.pull_lookback_s, monitor=self.monitor,
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self._stream_tasks: list[asyncio.Task[None]] = []
         self.workers_running = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self, *, workers: bool = True) -> None:
+    async def start(self, *, workers: bool = True, streams: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         self.writer.start()
+        if streams:
+            self.start_streams()
         if workers:
             self.start_workers()
+
+    def start_streams(self) -> None:
+        """One long-lived connection per (stream channel, app): 淘宝 TMC, 拼多多 PMC. They are
+        intake, like the webhooks: they keep running while the workers are paused."""
+        apps: dict[tuple[str, str], list] = {}
+        for shop in self.shops.all():
+            if shop.channel in self.channels.streams:
+                apps.setdefault((shop.channel, shop.app_key), []).append(shop)
+        for (channel, app_key), shops in apps.items():
+            adapter = self.channels.streams[channel]
+            task = asyncio.create_task(adapter.run(self.http, shops, self.intake), name=f"orderhub-stream-{channel}-{app_key}")
+            self._stream_tasks.append(task)
 
     def start_workers(self) -> None:
         if self.workers_running:
@@ -76,6 +97,12 @@ class Runtime:
 
     async def stop(self) -> None:
         await self.stop_workers()
+        streams, self._stream_tasks = self._stream_tasks, []
+        for task in streams:
+            task.cancel()
+        for task in streams:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
         self.writer.stop()
         await self.http.aclose()
         self.engine.dispose()
@@ -115,6 +142,12 @@ class Runtime:
                         raise
                     except Exception:
                         log.exception("pull of %s/%s failed", shop.channel, shop.shop_id)
+            try:
+                await self.pii.retry_pending(self.engine)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("retrying buyer phone decryption failed")
             self._notify()
             await asyncio.sleep(self.settings.pull_interval_s)
 

@@ -16,6 +16,19 @@ DEFAULT_API_BASE_URL: dict[str, str] = {
     "douyin": "https://openapi-fxg.jinritemai.com",
     "youzan": "https://open.youzanyun.com",
     "jd": "https://api.jd.com",
+    "taobao": "https://eco.taobao.com",  # TOP: {base}/router/rest; TMC: ws://mc.api.taobao.com/
+    "pdd": "https://gw-api.pinduoduo.com",  # {base}/api/router; PMC: wss://message-api.pinduoduo.com
+    "wechat_channels": "https://api.weixin.qq.com",
+    "kuaishou": "https://openapi.kwaixiaodian.com",
+}
+
+
+# Message services of the stream channels, used when a shop names no `tmc_url` / `pmc_url` and
+# talks to the real platform (with an api_base_url of their own, e.g. the simulator's, the
+# adapters derive the stream address from it).
+DEFAULT_STREAM_URL: dict[str, tuple[str, str]] = {
+    "taobao": ("tmc_url", "ws://mc.api.taobao.com/"),
+    "pdd": ("pmc_url", "wss://message-api.pinduoduo.com"),
 }
 
 
@@ -30,7 +43,11 @@ class ShopSettings(BaseModel):
 
     def to_shop(self) -> ShopConfig:
         base = self.api_base_url or DEFAULT_API_BASE_URL.get(self.channel, "")
-        return ShopConfig(self.channel, str(self.shop_id), self.name, self.app_key, self.app_secret, base.rstrip("/"), self.extra)
+        extra = dict(self.extra)
+        if not self.api_base_url and self.channel in DEFAULT_STREAM_URL:
+            key, url = DEFAULT_STREAM_URL[self.channel]
+            extra.setdefault(key, url)
+        return ShopConfig(self.channel, str(self.shop_id), self.name, self.app_key, self.app_secret, base.rstrip("/"), extra)
 
 
 class Settings(BaseModel):

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
-from collections import Counter
+from collections import Counter, defaultdict
 
 import httpx
 import pytest
@@ -19,11 +20,12 @@ import uvicorn
 from orderhub.adapters.db.tables import inbox, order_events, order_lines, orders, quarantine, sync_cursors
 from orderhub.bootstrap import Runtime
 from orderhub.config import Settings, ShopSettings
-from orderhub.demo.catalogue import REMOTE_PROVINCES
+from orderhub.demo.catalogue import REMOTE_PROVINCES, customers
 from orderhub.demo.shops import DEMO_SHOPS
 from orderhub.domain.ids import order_id
 from orderhub.entrypoints.api.app import create_app
 from orderhub.simulator.app import Simulator, serve_in_background
+from orderhub.simulator.scenarios import CHANNELS
 
 ORDERS = 2000
 
@@ -172,3 +174,51 @@ async def test_a_2000_order_simulated_run_stores_every_scenario_once_and_at_its_
     for oid, r in rows.items():
         assert r.paid == r.goods - r.discount + r.shipping
         assert sum(line.paid for line in by_order_lines[oid]) == r.paid - r.shipping
+
+
+async def test_every_channel_arrives_over_its_own_transport_buyers_match_and_logs_hold_no_plaintext(stack, caplog):
+    """All six platforms at once: webhooks (抖店, 有赞, encrypted 视频号小店), message streams
+    (淘宝 TMC, 拼多多 PMC) and pulls (京东, 快手), with duplicates and out-of-order pushes."""
+    caplog.set_level(logging.DEBUG)  # whatever any module logs, at any level
+    sim, runtime, hub_url = stack
+    result = sim.generate(700, channels=list(CHANNELS))
+    delivery = await sim.pusher.deliver_all(result.pushes, hub_url)
+    assert delivery["failed"] == 0, delivery
+    visible = [o for o in result.orders if o.visible]
+    with runtime.engine.begin() as conn:  # the pull shops connect afresh: their first sync reads the lookback
+        conn.execute(sa.delete(sync_cursors))
+    await settle(runtime, hub_url, len(visible), timeout=120.0)
+
+    with runtime.engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(sa.select(orders))}
+        quarantined = conn.execute(sa.select(quarantine.c.code, quarantine.c.message)).all()
+    assert quarantined == []
+    assert set(rows) == {order_id(o.channel, o.original_id) for o in visible}
+    assert {r.channel for r in rows.values()} == set(CHANNELS)
+    for o in visible:
+        assert int(rows[order_id(o.channel, o.original_id)].updated_at.timestamp()) == o.update_time, (o.channel, o.scenarios)
+    assert all(sim.streams.backlog(ch, sim.shop(ch)["app_key"]) == 0 for ch in ("taobao", "pdd"))  # every message confirmed
+
+    # one customer across channels: the same demo buyer's orders on phone-decrypting channels share a customer
+    by_buyer: dict[int, set[str]] = defaultdict(set)
+    seen: dict[int, list] = defaultdict(list)
+    for o in visible:
+        row = rows[order_id(o.channel, o.original_id)]
+        if row.phone_hash is not None:  # the platform decrypted the buyer's phone (not for unpaid 视频号 orders)
+            by_buyer[o.customer.index].add(row.customer_id)
+            seen[o.customer.index].append((o.channel, row.status, row.pii_state, row.customer_id))
+    split = {i: seen[i] for i, ids in by_buyer.items() if len(ids) > 1}
+    assert by_buyer and not split, split
+    async with httpx.AsyncClient(base_url=hub_url) as client:
+        buyer = next(o.customer for o in visible if o.channel == "pdd")
+        found = (await client.get("/api/v1/orders", params={"phone_last4": buyer.phone[-4:], "limit": 200})).json()["items"]
+        channels = (await client.get("/api/v1/channels")).json()
+        customer = (await client.get(f"/api/v1/customers/{found[0]['customer']['id']}")).json()
+    same_phone = {o.original_id for o in visible if o.customer.phone[-4:] == buyer.phone[-4:] and o.channel != "jd" and o.channel != "youzan" and o.channel != "kuaishou"}
+    assert same_phone <= {f["original_id"] for f in found}
+    assert len(customer["channels"]) >= 2
+    assert {c["channel"]: c["state"] for c in channels} == {ch: "connected" for ch in CHANNELS}, channels
+
+    text = caplog.text
+    leaked = [c.phone for c in customers() if c.phone in text] + [c.name for c in customers() if len(c.name) > 1 and c.name in text]
+    assert not leaked, leaked[:5]

@@ -71,3 +71,28 @@ def test_quarantined_input_is_listed_and_replayed_from_the_command_line(cli):
     assert code == 1 and json.loads(output)["result"] == "quarantined"
     again = CliRunner().invoke(main, ["quarantine", "replay", quarantine_id])
     assert again.exit_code == 1 and "conflict: quarantine item" in again.output and "already replayed" in again.output
+
+
+def test_buyer_pii_keys_are_rotated_and_an_operator_can_reveal_a_buyer(cli, monkeypatch):
+    run, tmp = cli
+    mapping = {**MAPPING, "columns": {**MAPPING["columns"], "receiver_name": "收货人", "receiver_phone": "手机"}}
+    (tmp / "pos.yaml").write_text(yaml.safe_dump(mapping, allow_unicode=True), encoding="utf-8")
+    old = run("pii", "new-key")[1].strip()
+    monkeypatch.setenv("ORDERHUB_PII_KEY", old)
+    monkeypatch.setenv("ORDERHUB_HASH_KEY", "a-hash-key-of-the-merchant-000")
+    assert run("mappings", "set", "pos", str(tmp / "pos.yaml"))[0] == 0
+    (tmp / "orders.csv").write_text(
+        "单号,下单时间,商品编码,商品名称,数量,单价,实收,收货人,手机\nPOS-9,2025-03-18 10:00:00,SKU-1001,纯棉T恤,1,59.90,59.90,王小明,13800001234\n",
+        encoding="utf-8",
+    )
+    assert run("import", str(tmp / "orders.csv"), "--mapping", "pos", "--channel", "pos")[0] == 0
+    from orderhub.domain.ids import order_id
+
+    oid = order_id("pos", "POS-9")
+    new = run("pii", "new-key")[1].strip()
+    monkeypatch.setenv("ORDERHUB_PII_KEY", f"{new},{old}")
+    assert run("pii", "rotate") == (0, "re-sealed 1 orders under the current key\n")
+    assert run("pii", "rotate") == (0, "re-sealed 0 orders under the current key\n")
+    monkeypatch.setenv("ORDERHUB_PII_KEY", new)  # the old key retired
+    code, output = run("pii", "reveal", oid)
+    assert code == 0 and json.loads(output) == {"phone": "13800001234", "name": "王小明"}

@@ -68,3 +68,21 @@ async def test_a_wrong_app_secret_is_refused_by_the_platform_and_not_retried(sim
     with pytest.raises(FetchError) as info:
         await adapter.fetch_orders(http, shop, [generated[0].original_id])
     assert info.value.retryable is False
+
+
+async def test_douyin_batch_decrypt_returns_the_buyers_phone_and_only_for_the_shops_own_orders(simulator):
+    sim, handle, http = simulator
+    orders = sim.generate(60, channels=["douyin"]).orders  # more than one decrypt batch of 50
+    adapter, shop = DouyinChannel(), shop_for("douyin", handle.port)
+    found = await adapter.fetch_orders(http, shop, [o.original_id for o in orders])
+    pairs = [(oid, adapter.normalize(raw, shop).pii) for oid, raw in found.items()]
+    plain = await adapter.decrypt(http, shop, pairs, ("phone", "name"))
+    by_id = {o.original_id: o for o in orders}
+    assert set(plain) == set(found)
+    for oid, fields in plain.items():
+        assert fields == {"phone": by_id[oid].customer.phone, "name": by_id[oid].customer.name}
+    # a cipher presented with another order's id is refused, and so is an unknown order
+    first, second = pairs[0], pairs[1]
+    forged = [(second[0], first[1]), ("4999999999999999999", first[1])]
+    if by_id[first[0]].customer.phone != by_id[second[0]].customer.phone:
+        assert await adapter.decrypt(http, shop, forged, ("phone",)) == {}

@@ -26,7 +26,7 @@ DY, YZ, JD = demo_shop("douyin"), demo_shop("youzan"), demo_shop("jd")
 @pytest.fixture(scope="module")
 def world():
     sim = Simulator(seed=11, clock=FixedClock(NOW))
-    sim.generate(900)
+    sim.generate(900, ["douyin", "youzan", "jd"])
     with TestClient(create_app(sim)) as client:
         yield sim, client
 

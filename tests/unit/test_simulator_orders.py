@@ -25,7 +25,7 @@ NOW = 1742263920 + 30 * 86400
 @pytest.fixture(scope="module")
 def generated():
     sim = Simulator(seed=2025, clock=FixedClock(NOW))
-    result = sim.generate(2000)
+    result = sim.generate(2000, ["douyin", "youzan", "jd"])
     return sim, result
 
 
@@ -150,7 +150,7 @@ def test_every_scenario_of_the_mix_appears_in_2000_orders(generated):
 def test_the_same_seed_generates_the_same_orders_and_pushes():
     def run(seed):
         sim = Simulator(seed=seed, clock=FixedClock(NOW))
-        result = sim.generate(200)
+        result = sim.generate(200, ["douyin", "youzan", "jd"])
         return [sim.payload(o) for o in result.orders], [(p.headers, p.body) for p in result.pushes]
 
     assert run(7) == run(7)

@@ -151,9 +151,10 @@ def test_the_background_server_generates_delivers_and_prepares_pushes():
                 async with httpx.AsyncClient(base_url=handle.url) as client:
                     gen = (await client.post("/_sim/generate", json={"count": 30, "channels": ["douyin", "youzan"],
                                                                       "deliver": True})).json()
-                    lines = (await client.post("/_sim/prepare-pushes", json={"count": 40, "seed": 1})).text
+                    lines = (await client.post("/_sim/prepare-pushes", json={"count": 40, "seed": 1, "channels": ["douyin", "youzan"]})).text
                     single = (await client.post("/_sim/prepare-pushes",
-                                                json={"count": 25, "seed": 2, "mix": {"single_push": True}})).text
+                                                json={"count": 25, "seed": 2, "channels": ["douyin", "youzan"],
+                                                      "mix": {"single_push": True}})).text
                     one = gen["orders"][0]
                     scen = (await client.get(f"/_sim/scenarios/{one['channel']}/{one['order_id']}")).json()
                     stats = (await client.get("/_sim/stats")).json()
@@ -198,4 +199,7 @@ def test_the_live_feed_creates_orders_and_plays_their_timelines():
     assert sim.feed.created >= 30
     kinds = {json.loads(b)[0]["tag"] for p, _, b in received if p.endswith("douyin")}
     assert {"100", "101"} <= kinds  # created and paid (payment comes seconds after creation)
-    assert all(verify(p.rsplit("/", 1)[1], h, b) for p, h, b in received)
+    assert all(verify(p.rsplit("/", 1)[1], h, b) for p, h, b in received if p.endswith(("douyin", "youzan")))
+    assert any(p.split("?")[0].endswith("/wechat_channels") for p, _, _ in received)  # 视频号小店 (encrypted)
+    streams = sim.streams.stats()  # 淘宝 and 拼多多 messages wait on their streams for OrderHub's connection
+    assert streams["taobao/12345678"]["published"] > 0 and streams["pdd/fakeclientid0001"]["published"] > 0

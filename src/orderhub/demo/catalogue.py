@@ -47,6 +47,47 @@ class Sku:
     jd_ware_id: str
     jd_sku_id: str
 
+    # Item/SKU ids of the channels added later, derived from the SKU's position in the catalogue.
+    @property
+    def _n(self) -> int:
+        return int(self.code.removeprefix("SKU-")) - 1000
+
+    @property
+    def _p(self) -> int:
+        return int(self.spu.removeprefix("SPU-")) - 100
+
+    @property
+    def taobao_num_iid(self) -> str:
+        return str(600000000000 + self._p * 7919)
+
+    @property
+    def taobao_sku_id(self) -> str:
+        return str(5000000000000 + self._n * 104_729)
+
+    @property
+    def pdd_goods_id(self) -> str:
+        return str(300000000000 + self._p * 1009)
+
+    @property
+    def pdd_sku_id(self) -> str:
+        return str(1200000000000 + self._n * 7_001)
+
+    @property
+    def wechat_product_id(self) -> str:
+        return str(10000000000000 + self._p)
+
+    @property
+    def wechat_sku_id(self) -> str:
+        return str(20000000000000 + self._n)
+
+    @property
+    def kuaishou_item_id(self) -> str:
+        return str(21000000000000 + self._p * 131)
+
+    @property
+    def kuaishou_sku_id(self) -> str:
+        return str(2100000000000000 + self._n * 977)
+
     @property
     def title(self) -> str:
         """Title with specs, as shops name their SKUs: "纯棉T恤 白色 L"."""
@@ -216,6 +257,23 @@ class Customer:
     douyin_open_id: str
     youzan_open_id: str
     jd_pin: str
+
+    # Buyer ids of the channels added later, derived so the existing ids stay as they were.
+    @property
+    def taobao_open_uid(self) -> str:
+        return f"AAH{self.douyin_open_id[2:]}{self.index:04d}TB"
+
+    @property
+    def wechat_openid(self) -> str:
+        return f"oWX{self.youzan_open_id[2:]}{self.index:04d}"
+
+    @property
+    def wechat_unionid(self) -> str:
+        return f"oUN{self.youzan_open_id[2:]}{self.index:04d}"
+
+    @property
+    def kuaishou_open_id(self) -> str:
+        return f"f{self.jd_pin[3:]}{self.index:05d}ks"
 
 
 def make_address(rng: random.Random, region: Region) -> tuple[str, str, str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from orderhub.domain.pii import SEALED
 from orderhub.domain.order import NormalizedOrder
 from orderhub.domain.status import Status, can_transition, platform_view
 
@@ -67,6 +68,9 @@ class StoredOrder:
     seller_remark: str | None
     paid: int
     snapshot_at: datetime | None = None  # when the platform snapshot was read (API fetch or pull)
+    pii: dict[str, str] = field(default_factory=dict)  # the platform ciphertexts stored with it
+    phone_hash: str | None = None  # set once its buyer's phone was decrypted and hashed
+    customer_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -94,7 +98,8 @@ def content_hash(order: NormalizedOrder) -> str:
         order.buyer_message,
         order.seller_remark,
         order.shipment,
-        order.pii,
+        # sealed text differs on every sealing (random IV); the phone hash stands for it
+        {k: v for k, v in order.pii.items() if k != SEALED},
     )
     return blake2b(orderjson(payload), digest_size=16).hexdigest()
 
@@ -194,4 +199,7 @@ def stored_after(change: Change, previous: StoredOrder | None) -> StoredOrder:
         buyer_message=order.buyer_message or None,
         seller_remark=order.seller_remark or None,
         paid=order.amounts.paid,
+        pii=dict(order.pii),
+        phone_hash=previous.phone_hash if previous else None,
+        customer_id=previous.customer_id if previous else None,
     )

@@ -149,3 +149,38 @@ def quarantine_replay(quarantine_id: int, config: Path | None) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+@main.group(cls=_Group)
+def pii() -> None:
+    """Buyer PII keys: generate, rotate; reveal one order's buyer for an operator."""
+
+
+@pii.command("new-key")
+def pii_new_key() -> None:
+    """Print a new key for ORDERHUB_PII_KEY (to rotate: put it first, keep the old one after a comma)."""
+    from cryptography.fernet import Fernet
+
+    click.echo(Fernet.generate_key().decode())
+
+
+@pii.command("rotate")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def pii_rotate(config: Path | None) -> None:
+    """Re-seal every stored buyer record under the first key of ORDERHUB_PII_KEY."""
+    from orderhub.entrypoints.offline import rotate_pii
+
+    click.echo(f"re-sealed {rotate_pii(_settings(config))} orders under the current key")
+
+
+@pii.command("reveal")
+@click.argument("order_id")
+@click.option("--field", "fields", multiple=True, type=click.Choice(["phone", "name", "address_detail"]),
+              help="Fields to show (default: all); missing ones are decrypted by the platform.")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def pii_reveal(order_id: str, fields: tuple[str, ...], config: Path | None) -> None:
+    """Show one order's buyer in plaintext (operators only: the output is not masked)."""
+    from orderhub.entrypoints.offline import reveal_pii
+
+    shown = asyncio.run(reveal_pii(_settings(config), order_id, fields or ("phone", "name", "address_detail")))
+    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())

@@ -17,7 +17,7 @@ from orderhub.services import imports, quarantine
 async def import_file(settings: Settings, file: Path, mapping_name: str, channel: str, shop_id: str) -> dict[str, Any]:
     runtime = Runtime(settings)
     try:
-        report = imports.import_file(runtime.engine, file.read_bytes(), file.name, mapping_name, channel, shop_id)
+        report = imports.import_file(runtime.engine, file.read_bytes(), file.name, mapping_name, channel, shop_id, runtime.pii)
         rows = claim(runtime.engine, len(report["inbox_ids"]) or 1, ids=report["inbox_ids"])
         result = await runtime.processor.process(rows) if rows else None
         report["outcomes"] = dict(result.outcomes) if result else {}
@@ -55,5 +55,21 @@ async def replay(settings: Settings, quarantine_id: int) -> dict[str, Any]:
     runtime = Runtime(settings)
     try:
         return await quarantine.replay(runtime.processor, quarantine_id)
+    finally:
+        await runtime.stop()
+
+
+def rotate_pii(settings: Settings) -> int:
+    runtime = Runtime(settings)
+    try:
+        return runtime.pii.rotate(runtime.engine)
+    finally:
+        runtime.engine.dispose()
+
+
+async def reveal_pii(settings: Settings, order_id: str, fields: tuple[str, ...]) -> dict[str, str]:
+    runtime = Runtime(settings)
+    try:
+        return await runtime.pii.reveal(runtime.engine, order_id, fields)
     finally:
         await runtime.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from datetime import UTC, datetime
 
 import click
 import uvicorn
@@ -12,6 +13,7 @@ import uvicorn
 from orderhub.bootstrap import Runtime
 from orderhub.config import Settings, ShopSettings
 from orderhub.entrypoints.api.app import create_app
+from orderhub.demo.pos import pos_csv
 from orderhub.services import catalogue, imports
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,10 @@ def seed_demo(runtime: Runtime) -> None:
     )
     if "pos-default" not in imports.mapping_names(runtime.engine):
         imports.save_mapping(runtime.engine, "pos-default", DEMO_POS_MAPPING)
+    # the store's export of today, so the demo shows file import and store buyers recognised
+    # as the platforms' customers (a fresh seed each start: new order numbers)
+    data = pos_csv(30, datetime.now(UTC), seed=time.time_ns() % 1000)
+    imports.import_file(runtime.engine, data, "demo-pos.csv", "pos-default", "pos", "store-01", runtime.pii)
 
 
 async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float = 2.0) -> None:

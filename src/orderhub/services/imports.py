@@ -12,6 +12,7 @@ from orderhub.adapters.channels.file_import import ColumnMapping, group_orders, 
 from orderhub.adapters.db.inbox import append_rows
 from orderhub.adapters.db.tables import import_mappings, imports
 from orderhub.domain.errors import ErrorCode, OrderHubError
+from orderhub.services.buyer_pii import BuyerPii
 
 _ORDERS_PER_ROW = 200
 
@@ -40,16 +41,23 @@ def mapping_names(engine: sa.Engine) -> list[str]:
         return list(conn.execute(sa.select(import_mappings.c.name).order_by(import_mappings.c.name)).scalars())
 
 
-def import_file(engine: sa.Engine, data: bytes, filename: str, mapping_name: str, channel: str, shop_id: str) -> dict[str, Any]:
+def import_file(
+    engine: sa.Engine, data: bytes, filename: str, mapping_name: str, channel: str, shop_id: str, pii: BuyerPii | None = None,
+) -> dict[str, Any]:
     """Validate the whole file first (a bad cell rejects the file, naming every bad row), then enqueue.
 
-    Buyer names, phones and addresses in files are plaintext: they are masked before anything
-    is written, so the inbox and quarantine never hold them.
+    Buyer names, phones and addresses in files are plaintext: they are sealed and hashed (so the
+    buyer is recognised across channels and found by phone last 4), then masked, before anything
+    is written — the inbox and quarantine never hold them.
     """
     with engine.connect().execution_options(readonly=True) as conn:
         mapping = load_mapping(conn, mapping_name)
     rows = read_table(data, filename, mapping)
-    orders = [mask_file_order(order) for order in group_orders(rows, mapping, channel, shop_id)]
+    orders = []
+    for order in group_orders(rows, mapping, channel, shop_id):
+        if pii is not None:
+            order["pii"] = pii.seal_plaintext(_plain_buyer(order))
+        orders.append(mask_file_order(order))
     now = datetime.now(UTC)
     with engine.begin() as conn:
         import_id = conn.execute(
@@ -62,3 +70,11 @@ def import_file(engine: sa.Engine, data: bytes, filename: str, mapping_name: str
             for chunk in chunks
         ])
     return {"import_id": import_id, "filename": filename, "rows": len(rows), "orders": len(orders), "inbox_ids": inbox_ids}
+
+
+def _plain_buyer(order: dict[str, Any]) -> dict[str, str | None]:
+    """The first non-empty receiver name/phone/address among the order's rows."""
+    def first(column: str) -> str | None:
+        return next((row[column] for row in order.get("rows", []) if row.get(column)), None)
+
+    return {"name": first("receiver_name"), "phone": first("receiver_phone"), "address_detail": first("address")}

@@ -21,11 +21,12 @@ import sqlalchemy as sa
 from orderhub.adapters.channels.base import PushMessage, ShopConfig
 from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
 from orderhub.adapters.db.inbox import InboxRow, claim
-from orderhub.adapters.db.orders_repo import ConcurrentUpdate, WritePlan, load_stored, write_plan
+from orderhub.adapters.db.orders_repo import ConcurrentUpdate, WritePlan, load_identities, load_stored, write_plan
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, OrderHubError
 from orderhub.domain.ids import customer_id, order_id
 from orderhub.domain.merge import Change, Outcome, StoredOrder, apply_snapshot, stored_after
 from orderhub.domain.order import NormalizedOrder
+from orderhub.services.buyer_pii import BuyerPii, ResolvedPii
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +81,12 @@ class Processor:
         *,
         batch_size: int = 500,
         max_attempts: int = 8,
+        pii: BuyerPii | None = None,
+        monitor: Any = None,
     ) -> None:
         self.engine = engine
+        self.pii = pii
+        self.monitor = monitor  # ChannelMonitor: fetch failures and successes per shop
         self.shops = shops
         self.channels = channels
         self.http = http
@@ -130,7 +135,12 @@ class Processor:
         if missing:
             stored.update(await asyncio.to_thread(self._load, missing))
 
-        self._merge(stored, batch)
+        snapshots = [order for _, _, order, _ in batch.snapshots]
+        resolved = await self.pii.resolve(snapshots, stored) if self.pii is not None else {}
+        keys = {(o.channel, o.buyer.platform_buyer_id) for o in snapshots if o.buyer.platform_buyer_id}
+        keys.update(("phone", r.phone_hash) for r in resolved.values() if r.phone_hash)
+        identities = await asyncio.to_thread(self._load_identities, keys) if keys else {}
+        self._merge(stored, batch, resolved, identities)
         now = datetime.now(UTC)
         result = self._finish_rows(rows, batch, now)
         await asyncio.to_thread(self._write, batch.plan, now)
@@ -144,8 +154,7 @@ class Processor:
         source = "file" if kind == "file" else meta.get("source", row.channel)
         try:
             if kind == "push":
-                adapter = self.channels.push[row.channel]
-                messages = adapter.parse_push(row.body)
+                messages = self.channels.parser(row.channel).parse_push(row.body)
                 return [_Item(row, seq, row.channel, m.shop_id, "message", m) for seq, m in enumerate(messages)]
             if kind == "message":
                 data = orjson.loads(row.body)
@@ -224,14 +233,18 @@ class Processor:
             if wanted:
                 found = await adapter.fetch_orders(self.http, shop, wanted)
         except FetchError as exc:
+            self._fetch_failed(source, shop.shop_id, exc.message)
             for item in items:
                 self._retry_or_quarantine(item, exc, batch)
             return
         except Exception as exc:  # an adapter that let a transport error escape: retry later
             log.warning("fetch from %s failed: %s", source, exc)
+            self._fetch_failed(source, shop.shop_id, f"{type(exc).__name__}: {exc}")
             for item in items:
                 self._retry_or_quarantine(item, FetchError(f"{type(exc).__name__}: {exc}"), batch)
             return
+        if self.monitor is not None:
+            self.monitor.fetch_ok(source, shop.shop_id)
         for item in items:
             oid = item.payload.original_id
             if oid not in wanted:
@@ -263,13 +276,19 @@ class Processor:
         have = {order.original_id for _, _, order, _ in batch.snapshots[before:]}
         return [oid for oid in wanted if oid not in have]
 
+    def _fetch_failed(self, source: str, shop_id: str, error: str) -> None:
+        if self.monitor is not None:
+            self.monitor.fetch_failed(source, shop_id, error)
+
     def _retry_or_quarantine(self, item: _Item, error: FetchError, batch: _Batch) -> None:
         if error.retryable and item.row.attempts + 1 < self.max_attempts:
             batch.retry[item.row.id] = error.message
         else:
             self._quarantine(item, error, batch)
 
-    def _merge(self, stored: dict[str, StoredOrder], batch: _Batch) -> None:
+    def _merge(
+        self, stored: dict[str, StoredOrder], batch: _Batch, resolved: dict[str, ResolvedPii], identities: dict[tuple[str, str], str]
+    ) -> None:
         state: dict[str, StoredOrder | None] = dict(stored)
         last_write: dict[str, Change] = {}
         last_seen: dict[str, NormalizedOrder] = {}
@@ -298,11 +317,14 @@ class Processor:
             if change.order.updated_at != final.updated_at:
                 change.order = replace(change.order, updated_at=final.updated_at)
             plan.snapshot_at.setdefault(oid, stored[oid].snapshot_at if oid in stored else None)
-            cid = self._customer(change, plan, customers_seen.get(oid, 0))
+            cid = self._customer(change, plan, customers_seen.get(oid, 0), stored.get(oid), resolved.get(oid), identities)
             if oid in stored:
                 plan.updates.append((change, stored[oid].version, cid))
             else:
                 plan.creates.append((change, cid))
+        for oid in last_seen:
+            if oid in resolved:
+                plan.pii[oid] = resolved[oid].columns()
         for oid, order in last_seen.items():
             before, final = stored.get(oid), state[oid]
             if oid in last_write or before is None or final is None:
@@ -314,19 +336,44 @@ class Processor:
                     "b_snapshot_at": plan.snapshot_at.get(oid, before.snapshot_at),
                 })
 
-    def _customer(self, change: Change, plan: WritePlan, new_orders: int) -> str | None:
+    def _customer(
+        self, change: Change, plan: WritePlan, new_orders: int, previous: StoredOrder | None,
+        pii: ResolvedPii | None, identities: dict[tuple[str, str], str],
+    ) -> str | None:
+        """One customer across channels: the platform buyer id first, then the phone hash.
+
+        A new customer's id derives from its phone hash when there is one, so two workers meeting
+        the same new buyer on two channels at once still create one customer.
+        """
         order = change.order
         buyer_id = order.buyer.platform_buyer_id
-        if not buyer_id:
+        phone_hash = pii.phone_hash if pii else (previous.phone_hash if previous else None)
+        buyer_key = (order.channel, buyer_id) if buyer_id else None
+        phone_key = ("phone", phone_hash) if phone_hash else None
+
+        def known(key: tuple[str, str] | None) -> str | None:
+            return (plan.identities.get(key) or identities.get(key)) if key else None
+
+        cid = (previous.customer_id if previous else None) or known(buyer_key) or known(phone_key)
+        if cid is None and (phone_key or buyer_key):
+            cid = customer_id(*(phone_key or buyer_key))  # type: ignore[misc]
+        if cid is None:
             return None
-        cid = customer_id(order.channel, buyer_id)
-        plan.identities[(order.channel, buyer_id)] = cid
+        by_phone = known(phone_key)
+        if by_phone is not None and by_phone != cid:
+            # The same buyer was first seen as two customers (e.g. an unpaid order whose phone
+            # the platform would not decrypt): the phone now links them, so they become one.
+            plan.merges[cid] = by_phone
+            cid = by_phone
+        for key in (buyer_key, phone_key):
+            if key and not known(key):
+                plan.identities[key] = cid
+        plan.customer_channels.setdefault((cid, order.channel), order.created_at)
         entry = plan.customers.get(cid)
         if entry is None:
             plan.customers[cid] = {
                 "id": cid, "name": order.buyer.name, "phone": order.buyer.phone, "level": order.buyer.level,
-                "channels": [order.channel], "order_count": new_orders,
-                "first_seen_at": datetime.now(UTC), "last_order_at": order.created_at,
+                "order_count": new_orders, "first_seen_at": datetime.now(UTC), "last_order_at": order.created_at,
             }
         else:
             entry["order_count"] += new_orders
@@ -385,6 +432,10 @@ class Processor:
     def _load(self, ids: set[str]) -> dict[str, StoredOrder]:
         with self.engine.connect().execution_options(readonly=True) as conn:
             return load_stored(conn, ids)
+
+    def _load_identities(self, keys: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        with self.engine.connect().execution_options(readonly=True) as conn:
+            return load_identities(conn, keys)
 
     def _write(self, plan: WritePlan, now: datetime) -> None:
         with self.engine.begin() as conn:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import orjson
@@ -39,16 +40,18 @@ class Puller:
     ended, minus an overlap for the platform's late indexing (duplicates are harmless).
     """
 
-    def __init__(self, engine: sa.Engine, channels: ChannelRegistry, http: httpx.AsyncClient, *, overlap_s: float, lookback_s: float) -> None:
+    def __init__(
+        self, engine: sa.Engine, channels: ChannelRegistry, http: httpx.AsyncClient, *,
+        overlap_s: float, lookback_s: float, monitor: Any = None,
+    ) -> None:
         self.engine = engine
+        self.monitor = monitor  # ChannelMonitor: when orders last arrived
         self.channels = channels
         self.http = http
         self.overlap = timedelta(seconds=overlap_s)
         self.lookback = timedelta(seconds=lookback_s)
 
     async def pull_shop(self, shop: ShopConfig, now: datetime | None = None) -> PullResult:
-
-
         now = now or datetime.now(UTC)
         adapter = self.channels.sources[shop.channel]
         cursor = await asyncio.to_thread(self._cursor, shop)
@@ -59,10 +62,12 @@ class Puller:
             try:
                 raws = await adapter.pull_window(self.http, shop, start, end)
             except FetchError as exc:
-                await asyncio.to_thread(self._record_error, shop, exc.message, now)
+                await asyncio.to_thread(self._record_error, shop, exc.message, now, start)
                 log.warning("pull %s/%s failed: %s", shop.channel, shop.shop_id, exc.message)
                 return PullResult(shop.shop_id, total, cursor, exc.message)
             await asyncio.to_thread(self._store, shop, raws, end)
+            if raws and self.monitor is not None:
+                self.monitor.message(shop.channel, shop.shop_id)
             total += len(raws)
             cursor = end
             start = end
@@ -87,7 +92,9 @@ class Puller:
                 append_rows(conn, rows)
             self._upsert_cursor(conn, shop, {"synced_until": until, "last_success_at": now, "last_error": None})
 
-    def _record_error(self, shop: ShopConfig, error: str, now: datetime) -> None:
+    def _record_error(self, shop: ShopConfig, error: str, now: datetime, start: datetime) -> None:
+        """Keep the failure for GET /api/v1/channels. A shop whose very first pull fails gets a
+        cursor at the window it tried, so the next run starts there (nothing is skipped)."""
         with self.engine.begin() as conn:
             exists = conn.execute(
                 sa.select(sync_cursors.c.channel).where(sync_cursors.c.channel == shop.channel, sync_cursors.c.shop_id == shop.shop_id)
@@ -98,6 +105,9 @@ class Puller:
                     .where(sync_cursors.c.channel == shop.channel, sync_cursors.c.shop_id == shop.shop_id)
                     .values(last_error=error, last_error_at=now)
                 )
+            else:
+                conn.execute(sync_cursors.insert().values(
+                    channel=shop.channel, shop_id=shop.shop_id, synced_until=start + self.overlap, last_error=error, last_error_at=now))
 
     @staticmethod
     def _upsert_cursor(conn: sa.Connection, shop: ShopConfig, values: dict) -> None:

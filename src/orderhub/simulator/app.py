@@ -14,10 +14,11 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
-from orderhub.simulator import douyin, jd, youzan
 from orderhub.simulator.clock import SimClock
+from orderhub.simulator.faults import MODES
+from orderhub.simulator.pusher import WEBHOOK_PATHS
 from orderhub.simulator.scenarios import CHANNELS, PUSH_CHANNELS
-from orderhub.simulator.state import Simulator
+from orderhub.simulator.state import PLATFORMS, Simulator
 
 _PREPARE_CHUNK = 500
 
@@ -59,9 +60,41 @@ def create_app(sim: Simulator) -> FastAPI:
 
     app = FastAPI(title="OrderHub platform simulator", lifespan=lifespan, docs_url="/_sim/docs", openapi_url="/_sim/openapi.json")
     app.state.sim = sim
-    app.include_router(douyin.make_router(sim), prefix="/douyin")
-    app.include_router(youzan.make_router(sim), prefix="/youzan")
-    app.include_router(jd.make_router(sim), prefix="/jd")
+    for channel, module in PLATFORMS.items():
+        app.include_router(module.make_router(sim), prefix=f"/{channel}")
+
+    @app.middleware("http")
+    async def injected_faults(request: Request, call_next: Any) -> Response:
+        """An outage switched on by POST /_sim/faults answers every API call of that platform."""
+        channel = request.url.path.split("/", 2)[1] if request.url.path.count("/") >= 1 else ""
+        fault = sim.faults.active(channel) if channel in PLATFORMS else None
+        if fault == "down":
+            return Response(b"service unavailable", status_code=503)
+        if fault == "rate_limit":
+            return Response(b"too many requests", status_code=429, headers={"Retry-After": "1"})
+        return await call_next(request)
+
+    @app.post("/_sim/faults")
+    async def set_fault(request: Request) -> Response:
+        """{"channel", "mode": down | rate_limit | drop, "seconds"}; {"channel", "mode": "clear"} ends it."""
+        req = await _body(request)
+        channel, mode = str(req.get("channel", "")), str(req.get("mode", ""))
+        if channel not in PLATFORMS:
+            raise HTTPException(400, f"unknown channel {channel!r}; known: {list(PLATFORMS)}")
+        if mode == "clear":
+            sim.faults.clear(channel)
+        elif mode in MODES:
+            sim.faults.set(channel, mode, float(req.get("seconds", 30)))
+        else:
+            raise HTTPException(400, f"unknown mode {mode!r}; known: {[*MODES, 'clear']}")
+        return _json(sim.faults.as_dict())
+
+    @app.post("/_sim/tokens/{channel}/revoke")
+    async def revoke_tokens(channel: str) -> Response:
+        """Expire every access token of a platform, as if they all ran out now."""
+        if channel not in PLATFORMS:
+            raise HTTPException(404, f"unknown channel {channel!r}")
+        return _json({"revoked": sim.revoke_tokens(channel)})
 
     @app.get("/_sim/stats")
     async def stats() -> Response:
@@ -101,7 +134,7 @@ def create_app(sim: Simulator) -> FastAPI:
         req = await _body(request)
         count = int(req.get("count", 1000))
         rng = random.Random(int(req.get("seed", 0)))
-        channels = _channels(req.get("channels"), PUSH_CHANNELS)
+        channels = _channels(req.get("channels"), tuple(ch for ch in PUSH_CHANNELS if ch in WEBHOOK_PATHS))
 
         async def lines() -> AsyncIterator[bytes]:
             left = count
@@ -109,8 +142,15 @@ def create_app(sim: Simulator) -> FastAPI:
                 n = min(_PREPARE_CHUNK, left)
                 left -= n
                 result = sim.generate(n, channels, mix=req.get("mix"), rng=rng)
-                yield b"".join(orjson.dumps({**p.as_request(), "original_id": p.order_id}) + b"\n"
-                               for p in result.pushes)
+                # Stream messages are not the caller's to send: they queue on the platform's
+                # stream at once, for OrderHub's connection to take; their line says so.
+                for p in result.pushes:
+                    if p.stream_key:
+                        await sim.pusher.deliver(p, "")
+                yield b"".join(
+                    orjson.dumps({"channel": p.channel, "original_id": p.order_id, "stream": True} if p.stream_key
+                                 else {**p.as_request(), "original_id": p.order_id}) + b"\n"
+                    for p in result.pushes)
                 await asyncio.sleep(0)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")

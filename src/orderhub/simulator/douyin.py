@@ -59,6 +59,13 @@ def _status(o: m.SimOrder) -> tuple[int, str, int, str]:
     return code, desc, main, main_desc
 
 
+def remember_pii(vault: pii.Vault, o: m.SimOrder) -> None:
+    c, a = o.customer, o.address
+    vault.remember(pii.douyin_phone(c.phone), c.phone)
+    vault.remember(pii.douyin_text(c.name), c.name)
+    vault.remember(pii.douyin_text(a.detail), a.detail)
+
+
 def render(o: m.SimOrder) -> dict[str, Any]:
     """The order as `data.shop_order_detail` / one `shop_order_list[]` entry."""
     c = o.customer
@@ -251,6 +258,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _ok(sim, b'{"shop_order_detail":' + sim.payload(order) + b"}")
         if method == "order.searchList":
             return _search(sim, shop_id, params)
+        if method == "order.batchDecrypt":
+            return _batch_decrypt(sim, shop_id, params)
         return _error(sim, 40004, "参数错误", "isv.method-not-found", f"不支持的方法 {method}")
 
     return router
@@ -278,3 +287,34 @@ def _search(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
     total, orders = sim.search(CHANNEL, shop_id, start, end, page * size, size, descending=desc)
     head = orjson.dumps({"page": page, "size": size, "total": total})[:-1]
     return _ok(sim, head + b',"shop_order_list":[' + b",".join(sim.payload(o) for o in orders) + b"]}")
+
+
+_DECRYPT_BATCH = 50  # cipher_infos per call [U: the documented limit as integrators quote it]
+
+
+def _batch_decrypt(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """order.batchDecrypt: each cipher decrypted only for the shop whose order it belongs to."""
+    infos = params.get("cipher_infos")
+    if not isinstance(infos, list) or not 1 <= len(infos) <= _DECRYPT_BATCH:
+        return _error(sim, 40004, "参数错误", "isv.parameter-invalid:cipher_infos", f"cipher_infos 为 1-{_DECRYPT_BATCH} 条")
+    out = []
+    for info in infos:
+        auth_id = str(info.get("auth_id", "")) if isinstance(info, dict) else ""
+        cipher = str(info.get("cipher_text", "")) if isinstance(info, dict) else ""
+        order = sim.get(CHANNEL, auth_id)
+        plain = sim.decrypt(cipher) if order is not None and order.shop_id == shop_id else None
+        if plain is None or not _belongs(order, cipher):
+            out.append({"auth_id": auth_id, "cipher_text": cipher, "decrypt_text": "", "err_no": 300008,
+                        "err_msg": "无权限解密该密文", "is_virtual_tel": False, "phone_no_a": "", "phone_no_b": ""})
+            continue
+        out.append({"auth_id": auth_id, "cipher_text": cipher, "decrypt_text": plain, "err_no": 0, "err_msg": "",
+                    "is_virtual_tel": False, "phone_no_a": "", "phone_no_b": ""})
+    return _ok(sim, orjson.dumps({"decrypt_infos": out, "custom_err": {"err_code": 0, "err_msg": ""}}))
+
+
+def _belongs(order: m.SimOrder | None, cipher: str) -> bool:
+    """A cipher is decrypted only together with the order it came with (auth_id)."""
+    if order is None:
+        return False
+    c, a = order.customer, order.address
+    return cipher in (pii.douyin_phone(c.phone), pii.douyin_text(c.name), pii.douyin_text(a.detail))

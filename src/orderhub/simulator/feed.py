@@ -119,8 +119,8 @@ class Feed:
                 self._send(self._held.pop(oid))
 
     def _send(self, push: Push) -> None:
-        target = self.target_url or self.sim.target_url
-        if not target:
+        target = self.target_url or self.sim.target_url or ""
+        if not target and not push.stream_key:
             return
         oid = push.order_id
         previous = self._last.get(oid)

@@ -30,6 +30,10 @@ _STATE = {
 PLATFORM_COUPON, SHOP_COUPON = "41-京东券优惠", "100-店铺优惠"
 
 
+def remember_pii(vault: pii.Vault, o: m.SimOrder) -> None:
+    """JD payloads carry masks only here; there is nothing to decrypt."""
+
+
 def render(o: m.SimOrder) -> dict[str, Any]:
     """The order as one `orderInfoList[]` entry (and order.get's `orderInfo`)."""
     c, a = o.customer, o.address

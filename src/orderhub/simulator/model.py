@@ -113,8 +113,8 @@ class SimOrder:
 
     @property
     def visible(self) -> bool:
-        """JD shows sellers an order only once it is paid; the others show it from creation."""
-        return self.channel != "jd" or self.pay_time > 0
+        """JD and 拼多多 show sellers an order only once it is paid; the others from creation."""
+        return self.channel not in ("jd", "pdd") or self.pay_time > 0
 
 
 @dataclass(slots=True)

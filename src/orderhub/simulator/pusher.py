@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
+from orderhub.simulator.streams import StreamHub, StreamMessage
+
 log = logging.getLogger(__name__)
 
 # What each platform expects back on success; anything else counts as a failed delivery.
 EXPECTED_ACK = {"douyin": {"code": 0, "msg": "success"}, "youzan": {"code": 0, "msg": "success"}}
-WEBHOOK_PATHS = {"douyin": "/api/v1/webhooks/douyin", "youzan": "/api/v1/webhooks/youzan"}
+# WeChat's message push wants the plain text "success" (or an empty body).
+PLAIN_ACK = {"wechat_channels": (b"success", b"")}
+WEBHOOK_PATHS = {
+    "douyin": "/api/v1/webhooks/douyin", "youzan": "/api/v1/webhooks/youzan",
+    "wechat_channels": "/api/v1/webhooks/wechat_channels",
+}
 # 有赞 retries after 5 s, 5 min 20 s, 21 min 20 s, 2 h (FORMATS.md §5a); 抖店 is similar [U].
 PLATFORM_RETRY_DELAYS = (5.0, 320.0, 1280.0, 7200.0)
 
@@ -34,6 +41,10 @@ class Push:
     send_at: int  # simulated time at which the platform sends it
     # Re-signs the body for retry number n (有赞 bumps `sendCount`); None = resend as is.
     rebuild: Callable[[int], tuple[dict[str, str], bytes]] | None = field(default=None, repr=False)
+    # Message-stream platforms (淘宝 TMC, 拼多多 PMC): the app key whose stream carries it and
+    # the message id the client confirms. Empty for HTTP webhooks.
+    stream_key: str = ""
+    message_id: int = 0
 
     def as_request(self) -> dict:
         """The NDJSON form handed to the benchmark: {channel, path, headers, body}."""
@@ -72,6 +83,11 @@ class Pusher:
         self._client: httpx.AsyncClient | None = None
         # (channel, order id, kind, unix time acknowledged) of recent deliveries, for latency runs
         self.acks: deque[tuple[str, str, str, float]] = deque(maxlen=500_000)
+        self.streams: StreamHub | None = None  # where stream messages go (set by the Simulator)
+
+    def record_stream_ack(self, message: StreamMessage) -> None:
+        """A client confirmed a stream message: it counts as acknowledged now."""
+        self.acks.append((message.channel, message.order_id, message.kind, time.time()))
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -85,7 +101,16 @@ class Pusher:
             self._client = None
 
     async def deliver(self, push: Push, target_url: str) -> bool:
-        """Send `push` to `target_url` until acknowledged or out of retries; True if delivered."""
+        """Send `push` to `target_url` until acknowledged or out of retries; True if delivered.
+
+        A stream message is queued on its platform's stream instead: the client connected to
+        the stream takes it from there (and confirms it, which records the ack)."""
+        if push.stream_key:
+            if self.streams is None:
+                raise RuntimeError("stream push without a stream hub")
+            self.streams.publish(push.channel, push.stream_key, push.message_id, push.body, push.order_id, push.kind)
+            self.stats.delivered += 1
+            return True
         url = target_url.rstrip("/") + push.path
         headers, body = push.headers, push.body
         for attempt in range(len(self.retry_delays) + 1):
@@ -113,10 +138,13 @@ class Pusher:
         if not 200 <= resp.status_code < 300:
             self.stats.errors += 1
             return False
-        try:
-            ok = orjson.loads(resp.content) == EXPECTED_ACK[channel]
-        except orjson.JSONDecodeError:
-            ok = False
+        if channel in PLAIN_ACK:
+            ok = resp.content.strip() in PLAIN_ACK[channel]
+        else:
+            try:
+                ok = orjson.loads(resp.content) == EXPECTED_ACK[channel]
+            except orjson.JSONDecodeError:
+                ok = False
         if not ok:
             self.stats.bad_ack += 1
         return ok

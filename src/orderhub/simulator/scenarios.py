@@ -14,8 +14,15 @@ from orderhub.demo.catalogue import Customer, customers, make_address, skus
 from orderhub.simulator import model as m
 from orderhub.simulator.amounts import cst, split_by_weight
 
-CHANNELS = ("douyin", "youzan", "jd")
-PUSH_CHANNELS = ("douyin", "youzan")  # JD has no push: OrderHub pulls it
+CHANNELS = ("douyin", "taobao", "pdd", "jd", "youzan", "wechat_channels", "kuaishou")
+# Channels that announce changes by message (HTTP push, or a message stream for 淘宝 TMC and
+# 拼多多 PMC); JD and 快手 have none here: OrderHub pulls them.
+PUSH_CHANNELS = ("douyin", "taobao", "pdd", "youzan", "wechat_channels")
+STREAM_CHANNELS = ("taobao", "pdd")
+# Sellers see an order only once it is paid (JD; 拼多多 once the group is confirmed).
+PAID_ONLY = ("jd", "pdd")
+# One SKU per order (快手小店 orders carry a single item).
+SINGLE_LINE = ("kuaishou",)
 
 
 @dataclass
@@ -46,7 +53,8 @@ class ScenarioMix:
     start_rate: float = 0.0
     start_delay_s: float = 0.0
     first_push: bool = False
-    channels: dict[str, float] = field(default_factory=lambda: {"douyin": 0.45, "youzan": 0.25, "jd": 0.30})
+    channels: dict[str, float] = field(default_factory=lambda: {
+        "douyin": 0.25, "taobao": 0.20, "pdd": 0.15, "jd": 0.12, "youzan": 0.10, "wechat_channels": 0.10, "kuaishou": 0.08})
 
     @classmethod
     def from_dict(cls, data: dict | None) -> ScenarioMix:
@@ -119,6 +127,18 @@ class IdSource:
     def jd_order(self, seq: int) -> str:
         return "3" + self._scramble(seq, 11)
 
+    def taobao_order(self, seq: int, rng: random.Random) -> str:
+        return f"4{self._scramble(seq, 16)}{rng.randrange(100):02d}"
+
+    def pdd_order(self, seq: int, created_cst: str) -> str:
+        return f"{created_cst[2:10].replace('-', '')}-{self._scramble(seq, 15)}"
+
+    def wechat_order(self, seq: int) -> str:
+        return "37" + self._scramble(seq, 17)
+
+    def kuaishou_order(self, seq: int) -> str:
+        return "21" + self._scramble(seq, 14)
+
     def message(self) -> str:
         self.msg_seq += 1
         return "74" + self._scramble(self.msg_seq, 17)
@@ -130,9 +150,9 @@ class Plan:
     events: list[m.PlannedEvent]
 
 
-def _pick_lines(rng: random.Random, mix: ScenarioMix, scen: list[str]) -> list[tuple]:
+def _pick_lines(rng: random.Random, mix: ScenarioMix, scen: list[str], channel: str) -> list[tuple]:
     catalogue = skus()
-    n = rng.choice((2, 2, 2, 3, 3, 4)) if rng.random() < mix.multi_sku else 1
+    n = rng.choice((2, 2, 2, 3, 3, 4)) if rng.random() < mix.multi_sku and channel not in SINGLE_LINE else 1
     if n > 1:
         scen.append("multi_sku")
     chosen = rng.sample(catalogue, n)
@@ -163,10 +183,10 @@ def plan_order(
     customer: Customer = rng.choice(customers())
     if customer.region.remote:
         scen.append("remote_area")
-    picked = _pick_lines(rng, mix, scen)
+    picked = _pick_lines(rng, mix, scen, channel)
     seq = ids.next_order()
     lines = [m.SimLine(line_id="", sku=sku, qty=qty, unit_price=sku.price) for sku, qty in picked]
-    if rng.random() < mix.gift:
+    if rng.random() < mix.gift and channel not in SINGLE_LINE:
         gifts = [s for s in skus() if s.price <= 4000 and s not in {p[0] for p in picked}]
         lines.append(m.SimLine(line_id="", sku=rng.choice(gifts), qty=1, unit_price=0, gift=True))
         scen.append("gift")
@@ -240,6 +260,22 @@ def _assign_ids(rng: random.Random, ids: IdSource, order: m.SimOrder, seq: int, 
         order.original_id = ids.youzan_order(seq, cst(start))
         for line in order.lines:
             line.line_id = ids.youzan_line()
+    elif order.channel == "taobao":
+        order.original_id = ids.taobao_order(seq, rng)
+        for i, line in enumerate(order.lines):  # a one-line trade's oid is its tid
+            line.line_id = order.original_id if len(order.lines) == 1 else f"{order.original_id[:-2]}{i + 1:02d}"
+    elif order.channel == "pdd":
+        order.original_id = ids.pdd_order(seq, cst(start))
+        for line in order.lines:
+            line.line_id = line.sku.pdd_sku_id
+    elif order.channel == "wechat_channels":
+        order.original_id = ids.wechat_order(seq)
+        for line in order.lines:
+            line.line_id = line.sku.wechat_sku_id
+    elif order.channel == "kuaishou":
+        order.original_id = ids.kuaishou_order(seq)
+        for line in order.lines:
+            line.line_id = order.original_id
     else:
         order.original_id = ids.jd_order(seq)
         for line in order.lines:
@@ -255,13 +291,13 @@ def _timeline(
     ev = [m.PlannedEvent(start, m.CREATE)]
     r = rng.random()
     out_of_order = channel in PUSH_CHANNELS and not (mix.single_push or mix.first_push) and rng.random() < mix.out_of_order
-    if channel != "jd" and not out_of_order and r < mix.unpaid_closed:
+    if channel not in PAID_ONLY and not out_of_order and r < mix.unpaid_closed:
         ev.append(m.PlannedEvent(start + 1800, m.CLOSE))
         scen.append("unpaid_closed")
         return ev
     pay = start + rng.randint(5, 90)
     ev.append(m.PlannedEvent(pay, m.PAY))
-    r -= mix.unpaid_closed if channel != "jd" else 0
+    r -= mix.unpaid_closed if channel not in PAID_ONLY else 0
     cancel = (out_of_order and channel == "douyin") or (0 <= r < mix.cancel_after_pay)
     if cancel:
         ev.append(m.PlannedEvent(pay + rng.randint(20, 40), m.CANCEL, {"reason": rng.choice(CANCEL_REASONS)}))

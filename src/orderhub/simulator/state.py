@@ -9,21 +9,32 @@ import secrets
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
 
 from orderhub.demo.shops import DEMO_SHOPS
-from orderhub.simulator import douyin, jd, pii, youzan
+from orderhub.simulator import douyin, jd, kuaishou, pdd, pii, taobao, wechat_channels, youzan
 from orderhub.simulator import model as m
 from orderhub.simulator.clock import SimClock
+from orderhub.simulator.faults import Faults
 from orderhub.simulator.pusher import Push, Pusher
 from orderhub.simulator.scenarios import CHANNELS, IdSource, Plan, ScenarioMix, plan_order
+from orderhub.simulator.streams import StreamHub
 
-RENDER: dict[str, Callable[[m.SimOrder], dict[str, Any]]] = {
-    "douyin": douyin.render, "youzan": youzan.render, "jd": jd.render}
-BUILD_PUSH = {"douyin": douyin.build_push, "youzan": youzan.build_push}
+# The platform module contract. Each module serves one platform and exports:
+#   CHANNEL                        the channel code
+#   render(order) -> dict          the order as the platform's order API returns it
+#   build_push(shop, order, kind, msg_seq) -> Push | None
+#                                  the message the platform sends for an event (None: no
+#                                  message); a Push with `stream_key` set goes to the
+#                                  platform's message stream instead of an HTTP webhook
+#   remember_pii(vault, order)     register the order's PII ciphertexts with their plaintext
+#   make_router(sim) -> APIRouter  the platform's endpoints, mounted under /{CHANNEL}
+PLATFORMS = {module.CHANNEL: module for module in (douyin, taobao, pdd, jd, youzan, wechat_channels, kuaishou)}
+RENDER: dict[str, Callable[[m.SimOrder], dict[str, Any]]] = {ch: module.render for ch, module in PLATFORMS.items()}
+BUILD_PUSH = {ch: module.build_push for ch, module in PLATFORMS.items() if hasattr(module, "build_push")}
 
 
 class _Window:
@@ -78,6 +89,10 @@ class Simulator:
         self.ids = IdSource(self.rng)
         self.target_url = target_url
         self.pusher = pusher or Pusher()
+        self.streams = StreamHub()
+        self.pusher.streams = self.streams
+        self.streams.on_confirm = self.pusher.record_stream_ack
+        self.faults = Faults()
         self.vault = pii.Vault()
         self.scenario_counts: Counter[str] = Counter()
         self.pushes_made: Counter[str] = Counter()
@@ -110,6 +125,15 @@ class Simulator:
 
     def token_shop(self, channel: str, token: str) -> str | None:
         return self._tokens.get((channel, token)) if token else None
+
+    def revoke_tokens(self, channel: str) -> int:
+        """Expire every access token issued for `channel` (configured pre-issued ones included):
+        clients must fetch or refresh a token, as after a real expiry. Returns how many."""
+        with self._lock:
+            gone = [key for key in self._tokens if key[0] == channel]
+            for key in gone:
+                del self._tokens[key]
+        return len(gone)
 
     def log_id(self) -> str:
         return f"{self.clock.now():010d}SIM{next(self._log_seq):012d}"
@@ -173,15 +197,7 @@ class Simulator:
             if key not in self._windows:
                 self._windows[key] = _Window()
             self._windows[key].upsert(order)
-        c, a = order.customer, order.address
-        if order.channel == "douyin":
-            self.vault.remember(pii.douyin_phone(c.phone), c.phone)
-            self.vault.remember(pii.douyin_text(c.name), c.name)
-            self.vault.remember(pii.douyin_text(a.detail), a.detail)
-        elif order.channel == "youzan":
-            self.vault.remember(pii.youzan(c.phone), c.phone)
-            self.vault.remember(pii.youzan(c.name), c.name)
-            self.vault.remember(pii.youzan(a.street + a.detail), a.street + a.detail)
+        PLATFORMS[order.channel].remember_pii(self.vault, order)
 
     def decrypt(self, ciphertext: str) -> str | None:
         """Plaintext behind a platform ciphertext this simulator issued (for a decrypt API)."""
@@ -288,6 +304,8 @@ class Simulator:
         return {
             "orders": {ch: len(self._orders[ch]) for ch in CHANNELS},
             "pushes": {"made": dict(self.pushes_made), **self.pusher.stats.as_dict()},
+            "streams": self.streams.stats(),
+            "faults": self.faults.as_dict(),
             "scenarios": dict(self.scenario_counts),
             "feed": self.feed.status() if self.feed is not None else None,
             "clock": self.clock.now(),
@@ -306,8 +324,7 @@ def arrange_pushes(order: m.SimOrder, events: list[m.PlannedEvent], pushes: list
         target = events[dup]
         for i, (ev, push) in enumerate(pushes):
             if ev is target:
-                copy = Push(push.channel, push.order_id, push.kind, push.path, dict(push.headers), push.body,
-                            push.send_at + 1, push.rebuild)
+                copy = replace(push, headers=dict(push.headers), send_at=push.send_at + 1)
                 out.insert(out.index(push) + 1, copy)
                 break
     late = order.extra.get("late")

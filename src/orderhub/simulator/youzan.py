@@ -51,6 +51,13 @@ def _uuid(seed: int) -> str:
     return str(uuid.UUID(int=seed % (1 << 128), version=4))
 
 
+def remember_pii(vault: pii.Vault, o: m.SimOrder) -> None:
+    c, a = o.customer, o.address
+    vault.remember(pii.youzan(c.phone), c.phone)
+    vault.remember(pii.youzan(c.name), c.name)
+    vault.remember(pii.youzan(a.street + a.detail), a.street + a.detail)
+
+
 def render(o: m.SimOrder) -> dict[str, Any]:
     """The trade as youzan.trade.get `data` (also one trades.sold.get `full_order_info_list[]`)."""
     c, a = o.customer, o.address

@@ -32,6 +32,10 @@ class ShopDirectory(Protocol):
 
     def by_app_key(self, channel: str, app_key: str) -> list[ShopConfig]: ...
 
+    def all(self) -> list[ShopConfig]:
+        """Every configured shop (WeChat's encrypted pushes name their app only once decrypted)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class PushMessage:
@@ -51,6 +55,9 @@ class PushMessage:
 class Authenticated:
     app_key: str  # which app the push was signed for
     shop_id: str | None  # the shop, where the headers name it; else found per message
+    # What to keep instead of the wire body, when the platform encrypts its pushes (WeChat's
+    # message encryption): the verified, decrypted message. None keeps the body as received.
+    body: bytes | None = None
 
 
 class PushChannel(Protocol):
@@ -60,12 +67,54 @@ class PushChannel(Protocol):
     ack_body: bytes  # the exact reply the platform expects on success
     ack_media_type: str
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
-        """Verify the push signature over the raw body bytes; raise SignatureError."""
+    def authenticate(
+        self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory, query: Mapping[str, str] | None = None
+    ) -> Authenticated:
+        """Verify the push signature over the raw body bytes (some platforms sign in the query
+        string); raise SignatureError."""
         ...
 
     def parse_push(self, body: bytes) -> list[PushMessage]:
         """Split an authenticated body into messages; raise EnvelopeError if it is not the envelope."""
+        ...
+
+
+class UrlVerifier(Protocol):
+    """A push channel whose platform checks the callback URL with a signed GET (WeChat's echo check)."""
+
+    def verify_url(self, query: Mapping[str, str], shops: ShopDirectory) -> bytes:
+        """Check the GET's signature; return the reply body the platform expects (the echo).
+        Raises SignatureError."""
+        ...
+
+
+class StreamSink(Protocol):
+    """Where a message-stream client hands what it receives (implemented by the intake service)."""
+
+    async def keep(self, channel: str, shop_id: str | None, body: bytes, meta: dict[str, Any]) -> None:
+        """Store one raw platform message durably; returns once it is committed (only then may the
+        client confirm it to the platform). Raises IntakeUnavailable when it cannot be kept."""
+        ...
+
+    def connection(self, channel: str, app_key: str, state: str, detail: str | None = None) -> None:
+        """Report the connection's state: "connecting", "connected", "disconnected" (with the
+        reason in `detail`) — shown per shop by GET /api/v1/channels."""
+        ...
+
+
+class StreamChannel(Protocol):
+    """A channel whose change notifications arrive over a long-lived connection the client opens
+    (淘宝 TMC, 拼多多 PMC). One connection serves every shop authorised for one app."""
+
+    channel: str
+
+    async def run(self, http: httpx.AsyncClient, shops: list[ShopConfig], sink: StreamSink) -> None:
+        """Hold the app's connection until cancelled: connect (signed), keep each message with
+        `sink.keep`, then confirm it to the platform; heartbeats; reconnect with backoff."""
+        ...
+
+    def parse_push(self, body: bytes) -> list[PushMessage]:
+        """A kept message -> which order changed (as PushChannel.parse_push)."""
         ...
 
 
@@ -92,6 +141,20 @@ class OrderSource(Protocol):
 
     def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
         """Platform order -> canonical order; raises NormalizationError with code and field."""
+        ...
+
+
+class PiiSource(Protocol):
+    """A channel whose platform decrypts the buyer PII ciphertexts it sends (抖店, 淘宝, 拼多多)."""
+
+    channel: str
+
+    async def decrypt(
+        self, http: httpx.AsyncClient, shop: ShopConfig, orders: list[tuple[str, dict[str, str]]], fields: tuple[str, ...]
+    ) -> dict[str, dict[str, str]]:
+        """Plaintext of `fields` ("phone", "name", "address_detail") for each (original_id,
+        order.pii) pair, batching as the platform allows: {original_id: {field: plaintext}}.
+        Orders or fields the platform would not decrypt are absent. Raises FetchError."""
         ...
 
 

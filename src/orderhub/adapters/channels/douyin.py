@@ -45,6 +45,8 @@ VERIFICATION_TAG = "0"
 # The message's own time, most specific first: an update beats the event-specific stamps.
 EVENT_TIME_FIELDS = ("update_time", "cancel_time", "pay_time", "create_time")
 PAGE_SIZE = 100
+# order.batchDecrypt takes at most this many ciphers a call [U: the limit integrators quote]
+DECRYPT_BATCH = 50
 
 
 def canonical_param_json(params: Mapping[str, Any]) -> str:
@@ -100,7 +102,9 @@ class DouyinChannel:
 
     # -- push ---------------------------------------------------------------------------
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
+    def authenticate(
+        self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory, query: Mapping[str, str] | None = None
+    ) -> Authenticated:
         return verify_md5_push(self.channel, headers, body, shops, id_header="app-id", sign_header="event-sign")
 
     def parse_push(self, body: bytes) -> list[PushMessage]:
@@ -160,6 +164,32 @@ class DouyinChannel:
 
     def normalize(self, raw: dict[str, Any], shop: ShopConfig) -> NormalizedOrder:
         return normalize_douyin_order(raw, shop.shop_id)
+
+    # -- buyer PII ---------------------------------------------------------------------------
+
+    async def decrypt(
+        self, http: httpx.AsyncClient, shop: ShopConfig, orders: list[tuple[str, dict[str, str]]], fields: tuple[str, ...]
+    ) -> dict[str, dict[str, str]]:
+        """order.batchDecrypt: `cipher_infos` of {auth_id: the order id, cipher_text}, at most
+        DECRYPT_BATCH a call; each answer carries its own err_no (0 = decrypted)."""
+        wanted = [(oid, f, pii[f]) for oid, pii in orders for f in fields if pii.get(f)]
+        out: dict[str, dict[str, str]] = {}
+        for start in range(0, len(wanted), DECRYPT_BATCH):
+            chunk = wanted[start : start + DECRYPT_BATCH]
+            params = {"cipher_infos": [{"auth_id": oid, "cipher_text": cipher} for oid, _, cipher in chunk]}
+            data = await self._call(http, shop, "order.batchDecrypt", params)
+            custom = data.get("custom_err")
+            if isinstance(custom, dict) and custom.get("err_code") not in (0, None):
+                raise FetchError(f"douyin order.batchDecrypt: {custom.get('err_code')} {custom.get('err_msg')}", retryable=True)
+            by_cipher = {
+                (str(i.get("auth_id")), i.get("cipher_text")): i.get("decrypt_text")
+                for i in data.get("decrypt_infos") or [] if isinstance(i, dict) and i.get("err_no") == 0 and i.get("decrypt_text")
+            }
+            for oid, field_name, cipher in chunk:
+                plain = by_cipher.get((oid, cipher))
+                if plain:
+                    out.setdefault(oid, {})[field_name] = plain
+        return out
 
     # -- calls, tokens, retries -------------------------------------------------------------
 

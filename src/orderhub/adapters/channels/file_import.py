@@ -27,6 +27,7 @@ from orderhub.adapters.channels.file_table import read_table
 from orderhub.domain.errors import ErrorCode, NormalizationError
 from orderhub.domain.money import yuan_to_fen
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder, allocate_line_paid
+from orderhub.domain.pii import RESOLVED_KEYS
 from orderhub.domain.status import PLATFORM_IMPLIED, Status
 
 __all__ = [
@@ -351,6 +352,7 @@ class FileChannel:
             ),
             buyer_message=given("buyer_message"),
             seller_remark=given("seller_remark"),
-            pii={},
+            # sealed and hashed by the import (services/imports.py); never plaintext
+            pii={k: v for k, v in (raw.get("pii") or {}).items() if k in RESOLVED_KEYS and isinstance(v, str)},
             raw=mask_file_order(raw),
         )

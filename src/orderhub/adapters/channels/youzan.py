@@ -70,7 +70,9 @@ class YouzanChannel:
 
     # -- push ---------------------------------------------------------------------------
 
-    def authenticate(self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory) -> Authenticated:
+    def authenticate(
+        self, headers: Mapping[str, str], body: bytes, shops: ShopDirectory, query: Mapping[str, str] | None = None
+    ) -> Authenticated:
         return verify_md5_push(self.channel, headers, body, shops, id_header="Client-Id", sign_header="Event-Sign")
 
     def parse_push(self, body: bytes) -> list[PushMessage]:

@@ -11,8 +11,18 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from orderhub.adapters.db.tables import customer_identities, customers, inbox, order_events, order_lines, orders, quarantine
+from orderhub.adapters.db.tables import (
+    customer_channels,
+    customer_identities,
+    customers,
+    inbox,
+    order_events,
+    order_lines,
+    orders,
+    quarantine,
+)
 from orderhub.domain.merge import Change, Event, StoredOrder, address_dict
+from orderhub.domain.pii import RESOLVED_KEYS
 from orderhub.domain.status import Status
 
 _CHUNK = 500
@@ -27,7 +37,7 @@ def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrde
     columns = (
         orders.c.id, orders.c.status, orders.c.updated_at, orders.c.content_hash, orders.c.version,
         orders.c.holds, orders.c.address, orders.c.buyer_message, orders.c.seller_remark, orders.c.paid,
-        orders.c.snapshot_at,
+        orders.c.snapshot_at, orders.c.pii, orders.c.phone_hash, orders.c.customer_id,
     )
     found: dict[str, Any] = {}
     refunds: dict[str, list[str]] = {}
@@ -56,9 +66,26 @@ def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrde
             seller_remark=row.seller_remark,
             paid=row.paid,
             snapshot_at=row.snapshot_at,
+            pii=row.pii or {},
+            phone_hash=row.phone_hash,
+            customer_id=row.customer_id,
         )
         for row in found.values()
     }
+
+
+def load_identities(conn: sa.Connection, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(channel, buyer id) -> customer id for the identities that exist."""
+    keys = list(keys)
+    found: dict[tuple[str, str], str] = {}
+    for start in range(0, len(keys), _CHUNK):
+        chunk = keys[start : start + _CHUNK]
+        condition = sa.tuple_(customer_identities.c.channel, customer_identities.c.buyer_id).in_(chunk)
+        for channel, buyer_id, cid in conn.execute(
+            sa.select(customer_identities.c.channel, customer_identities.c.buyer_id, customer_identities.c.customer_id).where(condition)
+        ):
+            found[(channel, buyer_id)] = cid
+    return found
 
 
 @dataclass(slots=True)
@@ -72,6 +99,10 @@ class WritePlan:
     events: list[tuple[str, Event]] = field(default_factory=list)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     identities: dict[tuple[str, str], str] = field(default_factory=dict)
+    customer_channels: dict[tuple[str, str], datetime] = field(default_factory=dict)  # (customer, channel) -> first order
+    # order id -> pii_sealed, phone_hash, phone_last4_hash, pii_state (set after the order rows)
+    pii: dict[str, dict[str, Any]] = field(default_factory=dict)
+    merges: dict[str, str] = field(default_factory=dict)  # customer id -> the customer it folds into
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     inbox_done: list[dict[str, Any]] = field(default_factory=list)
     inbox_retry: list[dict[str, Any]] = field(default_factory=list)
@@ -105,7 +136,7 @@ def order_row(change: Change, customer_id: str | None, version: int, now: dateti
         "seller_remark": order.seller_remark or None,
         "holds": list(change.holds),
         "shipment": {"carrier": order.shipment.carrier, "waybill_no": order.shipment.waybill_no} if order.shipment else None,
-        "pii": order.pii,
+        "pii": {k: v for k, v in order.pii.items() if k not in RESOLVED_KEYS},
         "content_hash": change.content_hash,
         "snapshot_at": snapshot_at,
         "version": version,
@@ -167,9 +198,20 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
                 for order_id, e in plan.events
             ],
         )
+    if plan.pii:
+        conn.execute(
+            sa.update(orders).where(orders.c.id == sa.bindparam("b_id")).values(
+                pii_sealed=sa.bindparam("b_sealed"), phone_hash=sa.bindparam("b_phone_hash"),
+                phone_last4_hash=sa.bindparam("b_last4_hash"), pii_state=sa.bindparam("b_state"),
+            ),
+            [{"b_id": oid, **{f"b_{k}": v for k, v in values.items()}} for oid, values in plan.pii.items()],
+        )
     if plan.identities:
         stmt = _insert(conn, customer_identities).on_conflict_do_nothing()
         conn.execute(stmt, [{"channel": c, "buyer_id": b, "customer_id": cid} for (c, b), cid in plan.identities.items()])
+    if plan.customer_channels:
+        stmt = _insert(conn, customer_channels).on_conflict_do_nothing()
+        conn.execute(stmt, [{"customer_id": cid, "channel": ch, "first_order_at": at} for (cid, ch), at in plan.customer_channels.items()])
     if plan.customers:
         stmt = _insert(conn, customers)
         stmt = stmt.on_conflict_do_update(
@@ -183,6 +225,8 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
             },
         )
         conn.execute(stmt, list(plan.customers.values()))
+    for gone, keep in plan.merges.items():
+        merge_customers(conn, gone, keep)
     if plan.quarantined:
         for row in plan.quarantined:
             row.setdefault("created_at", now)
@@ -205,10 +249,34 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
         )
 
 
+def merge_customers(conn: sa.Connection, gone: str, keep: str) -> None:
+    """Fold customer `gone` into `keep`: identities, orders and channels move, counts add up."""
+    if gone == keep:
+        return
+    old = conn.execute(sa.select(customers).where(customers.c.id == gone)).mappings().first()
+    conn.execute(sa.update(customer_identities).where(customer_identities.c.customer_id == gone).values(customer_id=keep))
+    conn.execute(sa.update(orders).where(orders.c.customer_id == gone).values(customer_id=keep))
+    moved = conn.execute(sa.select(customer_channels.c.channel, customer_channels.c.first_order_at).where(customer_channels.c.customer_id == gone)).all()
+    if moved:
+        conn.execute(_insert(conn, customer_channels).on_conflict_do_nothing(),
+                     [{"customer_id": keep, "channel": ch, "first_order_at": at} for ch, at in moved])
+        conn.execute(sa.delete(customer_channels).where(customer_channels.c.customer_id == gone))
+    if old is not None:
+        conn.execute(sa.update(customers).where(customers.c.id == keep).values(
+            order_count=customers.c.order_count + old["order_count"],
+            first_seen_at=sa.case((customers.c.first_seen_at > old["first_seen_at"], old["first_seen_at"]), else_=customers.c.first_seen_at),
+        ))
+        conn.execute(sa.delete(customers).where(customers.c.id == gone))
+
+
 def _update_orders(
     conn: sa.Connection, updates: Sequence[tuple[Change, int, str | None]], now: datetime, snapshot_at: dict[str, datetime]
 ) -> None:
-    mutable = [c for c in orders.c if c.name not in ("id", "channel", "original_id", "ingested_at", "warehouse", "priority", "tags", "rule_version")]
+    # Columns other stages own (audit, the PII step) are not overwritten by a platform snapshot.
+    mutable = [c for c in orders.c if c.name not in (
+        "id", "channel", "original_id", "ingested_at", "warehouse", "priority", "tags", "rule_version",
+        "pii_sealed", "phone_hash", "phone_last4_hash", "pii_state",
+    )]
     values = {c.name: sa.bindparam(f"b_{c.name}") for c in mutable}
     stmt = sa.update(orders).where(orders.c.id == sa.bindparam("b_id"), orders.c.version == sa.bindparam("b_expected")).values(values)
     params = []

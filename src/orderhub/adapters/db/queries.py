@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from orderhub.adapters.db.tables import customers, order_events, order_lines, orders, quarantine
+from orderhub.adapters.db.tables import customer_channels, customers, order_events, order_lines, orders, quarantine
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -38,6 +38,7 @@ class OrderFilters:
     paid_to: datetime | None = None
     hold: str | None = None
     q: str | None = None
+    phone_last4_hash: str | None = None  # keyed hash of the buyer phone's last 4 digits
 
 
 def encode_cursor(created_at: datetime, order_id: str) -> str:
@@ -73,6 +74,8 @@ def list_orders(conn: sa.Connection, filters: OrderFilters, limit: int, cursor: 
         # holds is a small JSON array; a text match on the code is portable and exact enough
         # because codes are quoted identifiers ("code": "risk_review").
         query = query.where(sa.cast(orders.c.holds, sa.Text).like(f'%"{f.hold}"%'))
+    if f.phone_last4_hash:
+        query = query.where(orders.c.phone_last4_hash == f.phone_last4_hash)
     if f.q:
         term = f.q.strip()
         query = query.where(sa.or_(orders.c.original_id == term, orders.c.id == term.lower()))
@@ -109,10 +112,25 @@ def _with_details(conn: sa.Connection, rows: list[Any]) -> list[dict[str, Any]]:
                 "gift": line["gift"], "refund_status": line["refund_status"],
             })
     customer_ids = {row["customer_id"] for row in rows if row["customer_id"]}
-    known = {}
+    known: dict[str, dict[str, Any]] = {}
     if customer_ids:
-        known = {c["id"]: c for c in conn.execute(sa.select(customers).where(customers.c.id.in_(customer_ids))).mappings()}
+        known = {c["id"]: dict(c) for c in conn.execute(sa.select(customers).where(customers.c.id.in_(customer_ids))).mappings()}
+        for cid, chs in _channels_of(conn, customer_ids).items():
+            known[cid]["channels"] = chs
     return [_order_json(row, lines.get(row["id"], []), known.get(row["customer_id"])) for row in rows]
+
+
+def _channels_of(conn: sa.Connection, customer_ids: set[str] | list[str]) -> dict[str, list[str]]:
+    """Customer id -> the channels they bought on, in the order they first bought there."""
+    out: dict[str, list[str]] = {}
+    query = (
+        sa.select(customer_channels.c.customer_id, customer_channels.c.channel)
+        .where(customer_channels.c.customer_id.in_(list(customer_ids)))
+        .order_by(customer_channels.c.customer_id, customer_channels.c.first_order_at, customer_channels.c.channel)
+    )
+    for cid, channel in conn.execute(query):
+        out.setdefault(cid, []).append(channel)
+    return out
 
 
 def _order_json(row: Any, lines: list[dict[str, Any]], customer: Any) -> dict[str, Any]:
@@ -137,7 +155,7 @@ def _order_json(row: Any, lines: list[dict[str, Any]], customer: Any) -> dict[st
             "name": buyer.get("name"),
             "phone": buyer.get("phone"),
             "level": buyer.get("level") or (customer["level"] if customer else None),
-            "channels": customer["channels"] if customer else [row["channel"]],
+            "channels": (customer.get("channels") if customer else None) or [row["channel"]],
         },
         "address": row["address"],
         "buyer_message": row["buyer_message"],
@@ -172,7 +190,7 @@ def get_customer(conn: sa.Connection, customer_id: str) -> dict[str, Any] | None
         return None
     return {
         "id": row["id"], "name": row["name"], "phone": row["phone"], "level": row["level"],
-        "channels": row["channels"], "order_count": row["order_count"],
+        "channels": _channels_of(conn, [customer_id]).get(customer_id, []), "order_count": row["order_count"],
         "first_seen_at": local(row["first_seen_at"]), "last_order_at": local(row["last_order_at"]),
     }
 

@@ -67,7 +67,12 @@ orders = sa.Table(
     sa.Column("tags", Json, nullable=False),
     sa.Column("shipment", Json),
     sa.Column("rule_version", sa.String(32)),
-    sa.Column("pii", Json, nullable=False),
+    sa.Column("pii", Json, nullable=False),  # platform ciphertexts, as the platform sent them
+    # Decrypted buyer PII, sealed (adapters/pii_crypto.py), and keyed hashes for matching/search.
+    sa.Column("pii_sealed", sa.Text),
+    sa.Column("phone_hash", sa.String(64)),
+    sa.Column("phone_last4_hash", sa.String(64)),
+    sa.Column("pii_state", sa.String(16)),  # null: nothing to decrypt | done | pending (retry)
     sa.Column("content_hash", sa.String(32), nullable=False),
     # When the stored platform snapshot was read from the platform's API: a push received
     # before then is already reflected in it and needs no fetch.
@@ -84,6 +89,9 @@ orders = sa.Table(
     sa.Index("ix_orders_paid_at", "paid_at"),
     sa.Index("ix_orders_customer_id", "customer_id"),
     sa.Index("ix_orders_original_id", "original_id"),
+    sa.Index("ix_orders_phone_last4_hash", "phone_last4_hash"),
+    sa.Index("ix_orders_phone_hash", "phone_hash"),
+    sa.Index("ix_orders_pii_state", "pii_state"),
 )
 
 order_lines = sa.Table(
@@ -127,18 +135,28 @@ customers = sa.Table(
     sa.Column("name", sa.String(64)),  # masked
     sa.Column("phone", sa.String(32)),  # masked
     sa.Column("level", sa.String(16)),
-    sa.Column("channels", Json, nullable=False),
     sa.Column("order_count", sa.Integer, nullable=False, server_default="0"),
     sa.Column("first_seen_at", UtcDateTime, nullable=False),
     sa.Column("last_order_at", UtcDateTime),
 )
 
+# How a buyer is recognised: (channel, platform buyer id), or ("phone", keyed phone hash) for
+# matching across channels. First writer wins; an identity never moves to another customer.
 customer_identities = sa.Table(
     "customer_identities",
     metadata,
     sa.Column("channel", sa.String(32), primary_key=True),
     sa.Column("buyer_id", sa.String(128), primary_key=True),
     sa.Column("customer_id", sa.String(32), nullable=False, index=True),
+)
+
+# The channels a customer has bought on (one row each, so concurrent writers only ever add).
+customer_channels = sa.Table(
+    "customer_channels",
+    metadata,
+    sa.Column("customer_id", sa.String(32), primary_key=True),
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("first_order_at", UtcDateTime),
 )
 
 # Authenticated input that could not be processed: kept with the reason, replayable.

@@ -18,6 +18,7 @@ from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
 from orderhub.services import imports as import_service
 from orderhub.services import quarantine as quarantine_service
+from orderhub.services.channel_status import channel_statuses
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.Error}, 404: {"model": schemas.Error}, 422: {"model": schemas.Error},
@@ -39,7 +40,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         tags=["intake"],
         summary="Receive a platform push",
         description=(
-            "Platform push endpoint (抖店 `douyin`, 有赞 `youzan`). The signature is verified over the raw body "
+            "Platform push endpoint (抖店 `douyin`, 有赞 `youzan`, 视频号小店 `wechat_channels` in WeChat's message "
+            "encryption mode: `msg_signature`, `timestamp`, `nonce` in the query, AES-256-CBC body). The signature is verified over the raw body "
             "(401 + `signature_invalid`/`signature_missing`/`unknown_shop` otherwise; the body is not kept). "
             "The body is stored durably in the inbox before the platform's expected success reply is returned; "
             "processing is asynchronous. A signed body that is not the push envelope is kept in quarantine and "
@@ -49,8 +51,22 @@ def build_router(runtime: Runtime) -> APIRouter:
     )
     async def webhook(channel: str, request: Request) -> Response:
         body = await request.body()
-        reply, media_type = await runtime.intake.accept_push(channel, request.headers, body)
+        reply, media_type = await runtime.intake.accept_push(channel, request.headers, body, request.query_params)
         return Response(reply, media_type=media_type)
+
+    @router.get(
+        "/webhooks/{channel}",
+        tags=["intake"],
+        summary="Answer a platform's callback URL check",
+        description=(
+            "WeChat (`wechat_channels`) checks a callback URL with a signed GET (`signature`/`msg_signature`, "
+            "`timestamp`, `nonce`, `echostr`); the reply is the decrypted `echostr` as plain text. "
+            "401 + `signature_invalid` when the signature does not match."
+        ),
+        responses={401: {"model": schemas.Error}, 404: {"model": schemas.Error}},
+    )
+    async def webhook_check(channel: str, request: Request) -> Response:
+        return Response(runtime.intake.verify_url(channel, request.query_params), media_type="text/plain")
 
     @router.get("/orders", tags=["orders"], response_model=schemas.OrderPage, responses=ERRORS, summary="List and search orders")
     async def list_orders(
@@ -63,13 +79,15 @@ def build_router(runtime: Runtime) -> APIRouter:
         paid_to: datetime | None = None,
         hold: Annotated[str | None, Query(description="hold code, e.g. risk_review")] = None,
         q: Annotated[str | None, Query(description="original order number or internal id")] = None,
+        phone_last4: Annotated[str | None, Query(description="last 4 digits of the buyer's phone", pattern=r"^\d{4}$")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
     ) -> JsonResponse:
         for name, value in (("created_from", created_from), ("created_to", created_to), ("paid_from", paid_from), ("paid_to", paid_to)):
             if value is not None and value.tzinfo is None:
                 raise OrderHubError(ErrorCode.INVALID_REQUEST, f"{name} needs a time zone, e.g. 2025-03-18T10:00:00+08:00", name)
-        filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q)
+        last4_hash = runtime.vault.last4_hash(phone_last4) if phone_last4 else None
+        filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q, last4_hash)
         items, next_cursor = await read(queries.list_orders, filters, limit, cursor)
         return JsonResponse({"items": items, "next_cursor": next_cursor})
 
@@ -93,6 +111,24 @@ def build_router(runtime: Runtime) -> APIRouter:
         if customer is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"customer {customer_id} does not exist", "customer_id")
         return JsonResponse(customer)
+
+    @router.get(
+        "/channels",
+        tags=["channels"],
+        response_model=list[schemas.ChannelStatus],
+        summary="Is each shop's channel delivering?",
+        description=(
+            "One entry per configured shop: how its orders arrive (`push` webhook, `stream` connection, "
+            "`pull`, `file`), `state` connected / lagging / failing with the `reason`, the last message time, "
+            "the backlog of kept messages not yet processed, the message connection (淘宝 TMC, 拼多多 PMC) and the "
+            "last error (an expired token, HTTP 429, a closed connection …). failing: the connection has been down "
+            "for over 30 s, the order API failed 3 times in a row, or the last pull failed; lagging: a message has "
+            "waited over 60 s, or a pull is behind."
+        ),
+    )
+    async def list_channels() -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(
+            channel_statuses, runtime.engine, runtime.shops, runtime.channels, runtime.monitor, runtime.settings.pull_interval_s))
 
     @router.get("/quarantine", tags=["quarantine"], response_model=schemas.QuarantinePage, summary="Input kept for review")
     async def list_quarantine(
@@ -128,7 +164,7 @@ def build_router(runtime: Runtime) -> APIRouter:
         shop: Annotated[str, Form()] = "default",
     ) -> JsonResponse:
         data = await file.read()
-        report = await asyncio.to_thread(import_service.import_file, runtime.engine, data, file.filename or "upload", mapping, channel, shop)
+        report = await asyncio.to_thread(import_service.import_file, runtime.engine, data, file.filename or "upload", mapping, channel, shop, runtime.pii)
         runtime.notify_work()
         return JsonResponse(report, status_code=202)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -123,3 +124,29 @@ class ReplayResult(BaseModel):
     result: str = Field(description="processed | quarantined | retrying")
     outcomes: dict[str, int]
     new_quarantine: list[dict[str, Any]]
+
+
+class ChannelConnection(BaseModel):
+    state: str = Field(description="connecting | connected | disconnected")
+    since: datetime
+    detail: str | None = Field(description="why it dropped, e.g. a close code or an expired token")
+
+
+class ChannelError(BaseModel):
+    at: datetime
+    message: str
+
+
+class ChannelStatus(BaseModel):
+    channel: str
+    shop_id: str
+    name: str
+    transport: str = Field(description="push (webhook) | stream (淘宝 TMC, 拼多多 PMC) | pull | file")
+    state: str = Field(description="connected | lagging | failing")
+    reason: str | None = Field(description="why lagging or failing")
+    last_message_at: datetime | None = Field(description="last push, stream message or non-empty pull (this process)")
+    backlog: int = Field(description="kept messages of this shop not yet processed")
+    oldest_pending_at: datetime | None
+    connection: ChannelConnection | None = Field(description="the message connection, for stream channels")
+    last_error: ChannelError | None
+    synced_until: datetime | None = Field(description="pull channels: orders modified before this are in")
