@@ -36,7 +36,8 @@ class Prepared:
 
 
 def prepare_pushes(sim_url: str, count: int, seed: int, mix: dict[str, Any] | None = None, channels: list[str] | None = None) -> Prepared:
-    request: dict[str, Any] = {"count": count, "seed": seed, "mix": mix or {}}
+    """Webhook pushes to send, and stream messages the simulator holds until `release_streams`."""
+    request: dict[str, Any] = {"count": count, "seed": seed, "mix": mix or {}, "hold_streams": True}
     if channels:
         request["channels"] = channels
     response = httpx.post(f"{sim_url}/_sim/prepare-pushes", json=request, timeout=600)
@@ -60,8 +61,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def send_all(hub_url: str, pushes: list[Push], concurrency: int) -> dict[str, Any]:
-    """Every push in its own HTTP request, `concurrency` senders; ack latency per request."""
+def release_streams(sim_url: str) -> int:
+    return httpx.post(f"{sim_url}/_sim/streams/release", timeout=600).json()["released"]
+
+
+async def send_all(hub_url: str, pushes: list[Push], concurrency: int, sim_url: str | None = None) -> dict[str, Any]:
+    """Every push in its own HTTP request, `concurrency` senders; ack latency per request.
+    With `sim_url`, the simulator's held stream messages are released as the clock starts."""
     latencies: list[float] = []
     failures = 0
     queue: asyncio.Queue[Push] = asyncio.Queue()
@@ -82,6 +88,8 @@ async def send_all(hub_url: str, pushes: list[Push], concurrency: int) -> dict[s
                 latencies.append(time.perf_counter() - started)
 
         started = time.perf_counter()
+        if sim_url:
+            await asyncio.to_thread(release_streams, sim_url)
         await asyncio.gather(*(sender() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {
@@ -197,3 +205,15 @@ def _pg_value(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return orjson.dumps(value).decode()
     return value
+
+
+def wait_streams_confirmed(sim_url: str, timeout: float) -> float:
+    """Seconds until every message the simulator queued on its streams (淘宝 TMC, 拼多多 PMC) was
+    taken by OrderHub's connections, kept and confirmed."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        streams = httpx.get(f"{sim_url}/_sim/stats", timeout=30).json().get("streams", {})
+        if all(s["unconfirmed"] == 0 for s in streams.values()):
+            return time.perf_counter() - started
+        time.sleep(0.1)
+    raise TimeoutError(f"stream messages still unconfirmed after {timeout}s")

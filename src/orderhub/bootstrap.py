@@ -75,9 +75,23 @@ class Runtime:
             if shop.channel in self.channels.streams:
                 apps.setdefault((shop.channel, shop.app_key), []).append(shop)
         for (channel, app_key), shops in apps.items():
-            adapter = self.channels.streams[channel]
-            task = asyncio.create_task(adapter.run(self.http, shops, self.intake), name=f"orderhub-stream-{channel}-{app_key}")
+            task = asyncio.create_task(self._hold_stream(channel, app_key, shops), name=f"orderhub-stream-{channel}-{app_key}")
             self._stream_tasks.append(task)
+
+    async def _hold_stream(self, channel: str, app_key: str, shops: list) -> None:
+        """The adapter reconnects by itself; this only restarts it should it ever fail outright
+        (a bug must not leave a channel silently without its connection)."""
+        adapter = self.channels.streams[channel]
+        while True:
+            try:
+                await adapter.run(self.http, shops, self.intake)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("%s message connection for app %s failed; restarting in 5 s", channel, app_key)
+                self.intake.connection(channel, app_key, "disconnected", f"client error: {type(exc).__name__}")
+                await asyncio.sleep(5.0)
 
     def start_workers(self) -> None:
         if self.workers_running:

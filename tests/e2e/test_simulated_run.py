@@ -222,3 +222,50 @@ async def test_every_channel_arrives_over_its_own_transport_buyers_match_and_log
     text = caplog.text
     leaked = [c.phone for c in customers() if c.phone in text] + [c.name for c in customers() if len(c.name) > 1 and c.name in text]
     assert not leaked, leaked[:5]
+
+
+async def test_outages_show_on_the_channels_page_and_every_order_arrives_once_they_end(stack):
+    """淘宝's message service down, 快手 answering 429, 视频号's tokens revoked: the merchant sees
+    it per shop, and once the platforms recover every order made meanwhile is there, once."""
+    sim, runtime, hub_url = stack
+
+    async def states(client: httpx.AsyncClient) -> dict[str, tuple[str, str | None]]:
+        return {c["channel"]: (c["state"], c["reason"]) for c in (await client.get("/api/v1/channels")).json()}
+
+    async def wait_for(client: httpx.AsyncClient, check, timeout: float = 30.0) -> dict:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            now = await states(client)
+            if check(now):
+                return now
+            assert asyncio.get_running_loop().time() < deadline, now
+            await asyncio.sleep(0.2)
+
+    async with httpx.AsyncClient(base_url=hub_url) as client:
+        await wait_for(client, lambda s: s["taobao"][0] == "connected" and s["pdd"][0] == "connected")
+        sim.faults.set("taobao", "down", 15.0)
+        sim.faults.set("kuaishou", "rate_limit", 15.0)
+        sim.revoke_tokens("wechat_channels")
+        # recent history (updates within the last minute): the pull catches up from its last window
+        made = sim.generate(120, channels=["taobao", "kuaishou", "wechat_channels", "douyin"], mix={"spread_s": 60})
+        delivery = await sim.pusher.deliver_all(made.pushes, hub_url)
+        assert delivery["failed"] == 0
+        observed: dict[str, set] = defaultdict(set)
+
+        def both_seen(now: dict) -> bool:
+            for channel, (state, _) in now.items():
+                observed[channel].add(state)
+            return observed["taobao"] - {"connected"} != set() and "failing" in observed["kuaishou"]
+
+        during = await wait_for(client, both_seen)
+        assert during["kuaishou"][0] != "failing" or "429" in during["kuaishou"][1], during
+        visible = [o for o in made.orders if o.visible]
+        await settle(runtime, hub_url, len(visible), timeout=90.0)  # the platforms recover after 15 s
+        await wait_for(client, lambda s: all(state == "connected" for state, _ in s.values()), timeout=30.0)
+
+    with runtime.engine.connect() as conn:
+        stored = {r.id: r.updated_at for r in conn.execute(sa.select(orders.c.id, orders.c.updated_at))}
+        quarantined = conn.execute(sa.select(sa.func.count()).select_from(quarantine)).scalar_one()
+    assert quarantined == 0
+    for o in visible:
+        assert int(stored[order_id(o.channel, o.original_id)].timestamp()) == o.update_time, (o.channel, o.scenarios)

@@ -143,10 +143,14 @@ def create_app(sim: Simulator) -> FastAPI:
                 left -= n
                 result = sim.generate(n, channels, mix=req.get("mix"), rng=rng)
                 # Stream messages are not the caller's to send: they queue on the platform's
-                # stream at once, for OrderHub's connection to take; their line says so.
+                # stream (at once, or on POST /_sim/streams/release with "hold_streams"), for
+                # OrderHub's connection to take; their line says so.
                 for p in result.pushes:
                     if p.stream_key:
-                        await sim.pusher.deliver(p, "")
+                        if req.get("hold_streams"):
+                            sim.held_stream_pushes.append(p)
+                        else:
+                            await sim.pusher.deliver(p, "")
                 yield b"".join(
                     orjson.dumps({"channel": p.channel, "original_id": p.order_id, "stream": True} if p.stream_key
                                  else {**p.as_request(), "original_id": p.order_id}) + b"\n"
@@ -154,6 +158,14 @@ def create_app(sim: Simulator) -> FastAPI:
                 await asyncio.sleep(0)
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+    @app.post("/_sim/streams/release")
+    async def release_streams() -> Response:
+        """Publish the stream messages prepare-pushes held back (the benchmark starts its clock)."""
+        held, sim.held_stream_pushes = sim.held_stream_pushes, []
+        for push in held:
+            await sim.pusher.deliver(push, "")
+        return _json({"released": len(held)})
 
     @app.post("/_sim/feed")
     async def start_feed(request: Request) -> Response:

@@ -93,6 +93,7 @@ class Simulator:
         self.pusher.streams = self.streams
         self.streams.on_confirm = self.pusher.record_stream_ack
         self.faults = Faults()
+        self.held_stream_pushes: list[Push] = []  # prepared with hold_streams, published on release
         self.vault = pii.Vault()
         self.scenario_counts: Counter[str] = Counter()
         self.pushes_made: Counter[str] = Counter()

@@ -22,13 +22,11 @@ from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConf
 from orderhub.adapters.channels.douyin_normalize import normalize_douyin_order, unix_seconds
 from orderhub.adapters.channels.push_auth import md5_push_signature, verify_md5_push
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError
 from orderhub.domain.order import NormalizedOrder
@@ -76,7 +74,7 @@ class _UnknownOrder(Exception):
     """The platform says the order number does not exist (the order is left out, not an error)."""
 
 
-class DouyinChannel:
+class DouyinChannel(TokenApiClient):
     """PushChannel + OrderSource for 抖店."""
 
     channel = "douyin"
@@ -92,13 +90,9 @@ class DouyinChannel:
         attempts: int = 3,
         retry_wait: wait_base | None = None,
     ) -> None:
-        self._clock = clock
+        # Tokens are per instance: a shop whose pre-issued token is refused uses token.create from then on.
+        super().__init__(self._create_token, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
         self._sign_method = sign_method
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
-        # Per-instance state only; a shop whose pre-issued token is refused uses token.create from then on.
-        self._tokens = TokenCache(self._create_token, clock)
 
     # -- push ---------------------------------------------------------------------------
 
@@ -195,7 +189,7 @@ class DouyinChannel:
 
     async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict:
         """One business call with a token, retried on transient failures; returns `data`."""
-        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, method, params)
+        return await self._retried(self._call_once, http, shop, method, params)
 
     async def _call_once(
         self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
@@ -159,3 +160,28 @@ class TokenCache:
             del self._tokens[key]
         if refused == shop.extra.get("access_token"):
             self._refused_preissued.add(key)
+
+
+class TokenApiClient:
+    """What every token-authorised platform API client shares: an injectable clock, bounded
+    concurrency for per-order fetches, retries with backoff, and the per-shop token cache fed
+    by the platform's own way of issuing a token (`issue_token`)."""
+
+    def __init__(
+        self,
+        issue_token: Callable[[httpx.AsyncClient, ShopConfig], Awaitable[CachedToken]],
+        *,
+        clock: Callable[[], float] = time.time,
+        concurrency: int = 16,
+        attempts: int = 3,
+        retry_wait: wait_base | None = None,
+    ) -> None:
+        self._clock = clock
+        self._concurrency = concurrency
+        self._attempts = attempts
+        self._retry_wait = retry_wait if retry_wait is not None else backoff()
+        self._tokens = TokenCache(issue_token, clock)
+
+    async def _retried(self, call: Callable[..., Awaitable[T]], *args: object) -> T:
+        """`call(*args)`, retried on retryable FetchErrors with this client's backoff."""
+        return await retrying(self._attempts, self._retry_wait)(call, *args)

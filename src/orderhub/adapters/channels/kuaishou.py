@@ -23,13 +23,11 @@ from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import ShopConfig
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.adapters.channels.kuaishou_normalize import normalize_kuaishou_order
 from orderhub.domain.errors import FetchError
@@ -119,7 +117,7 @@ class _UnknownOrder(Exception):
     """The platform says the order number does not exist (the order is left out, not an error)."""
 
 
-class KuaishouChannel:
+class KuaishouChannel(TokenApiClient):
     """OrderSource for 快手小店 (pull only: OrderHub does not take 快手's message pushes)."""
 
     channel = "kuaishou"
@@ -133,12 +131,8 @@ class KuaishouChannel:
         attempts: int = 3,
         retry_wait: wait_base | None = None,
     ) -> None:
-        self._clock = clock
+        super().__init__(self._refresh_access_token, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
         self._sign_method = sign_method
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
-        self._tokens = TokenCache(self._refresh_access_token, clock)
         # 快手 rotates the refresh token on every refresh (the old one dies within minutes), so
         # the newest one is kept here; it starts as the configured extra.refresh_token.
         self._refresh_tokens: dict[tuple[str, str], str] = {}
@@ -214,7 +208,7 @@ class KuaishouChannel:
 
     async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One business call with a token, retried on transient failures; returns `data`."""
-        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, method, params)
+        return await self._retried(self._call_once, http, shop, method, params)
 
     async def _call_once(
         self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]

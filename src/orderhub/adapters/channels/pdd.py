@@ -21,13 +21,11 @@ from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import PushMessage, ShopConfig, StreamSink
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.adapters.channels.pdd_normalize import normalize_pdd_order, parse_pdd_time
 from orderhub.adapters.channels.pdd_pmc import OFFICIAL_URL, PmcClient, PmcMessage
@@ -105,7 +103,7 @@ class _UnknownOrder(Exception):
     """The platform says the order number does not exist (the order is left out, not an error)."""
 
 
-class PddChannel:
+class PddChannel(TokenApiClient):
     """StreamChannel + OrderSource + PiiSource for 拼多多."""
 
     channel = "pdd"
@@ -120,13 +118,9 @@ class PddChannel:
         page_size: int = PAGE_SIZE,
         pmc_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._clock = clock
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
+        super().__init__(self._refresh_token, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
         self._page_size = page_size
         self._pmc_options = dict(pmc_options or {})  # PmcClient keyword arguments (tests: faster backoff)
-        self._tokens = TokenCache(self._refresh_token, clock)
         self._refresh_tokens: dict[tuple[str, str], str] = {}  # rotated refresh tokens by (app, shop)
 
     # -- PMC message stream -------------------------------------------------------------------
@@ -270,7 +264,7 @@ class PddChannel:
 
     async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict[str, Any]:
         """One business call with the shop's token, retried on transient failures; the reply's node."""
-        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, method, params)
+        return await self._retried(self._call_once, http, shop, method, params)
 
     async def _call_once(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, Any]) -> dict[str, Any]:
         try:

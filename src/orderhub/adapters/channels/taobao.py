@@ -21,13 +21,11 @@ from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import PushMessage, ShopConfig, StreamSink
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.adapters.channels.taobao_normalize import SHANGHAI, TIME_FORMAT, cst_time, normalize_taobao_trade
 from orderhub.adapters.channels.taobao_tmc import TmcClient, TmcMessage, TmcSettings
@@ -109,7 +107,7 @@ class _UnknownTrade(Exception):
     """The platform says the tid does not exist (the order is left out, not an error)."""
 
 
-class TaobaoChannel:
+class TaobaoChannel(TokenApiClient):
     """StreamChannel + OrderSource + PiiSource for 淘宝/天猫 (TOP + TMC)."""
 
     channel = CHANNEL
@@ -124,13 +122,9 @@ class TaobaoChannel:
         retry_wait: wait_base | None = None,
         tmc_settings: TmcSettings | None = None,
     ) -> None:
-        self._clock = clock
+        super().__init__(self._refresh_session, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
         self._sign_method = sign_method
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
         self._tmc_settings = tmc_settings
-        self._tokens = TokenCache(self._refresh_session, clock)
         # Refresh tokens rotate: the newest one the platform gave, per (app key, shop).
         self._refresh_tokens: dict[tuple[str, str], str] = {}
 
@@ -260,7 +254,7 @@ class TaobaoChannel:
 
     async def _call(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, str]) -> dict[str, Any]:
         """One business call with the shop's session, retried on transient failures."""
-        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, method, params)
+        return await self._retried(self._call_once, http, shop, method, params)
 
     async def _call_once(self, http: httpx.AsyncClient, shop: ShopConfig, method: str, params: dict[str, str]) -> dict[str, Any]:
         return await self._tokens.authorised(http, shop, lambda session: self._request(http, shop, method, params, session))

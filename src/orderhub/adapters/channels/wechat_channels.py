@@ -18,13 +18,11 @@ from tenacity.wait import wait_base
 
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.adapters.channels.wechat_channels_normalize import (
     PII_DECODE,
@@ -68,7 +66,7 @@ class _UnknownOrder(Exception):
     """The platform says the order does not exist for this shop (it is left out, not an error)."""
 
 
-class WechatChannelsChannel:
+class WechatChannelsChannel(TokenApiClient):
     """PushChannel + UrlVerifier + OrderSource + PiiSource for 视频号小店 / 微信小店."""
 
     channel = "wechat_channels"
@@ -83,11 +81,7 @@ class WechatChannelsChannel:
         attempts: int = 3,
         retry_wait: wait_base | None = None,
     ) -> None:
-        self._clock = clock
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
-        self._tokens = TokenCache(self._issue_token, clock)
+        super().__init__(self._issue_token, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
 
     # -- push -----------------------------------------------------------------------------
 
@@ -235,7 +229,7 @@ class WechatChannelsChannel:
         async def once() -> dict[str, Any]:
             return await self._tokens.authorised(http, shop, lambda token: self._post(http, shop, path, body, token, unknown))
 
-        return await retrying(self._attempts, self._retry_wait)(once)
+        return await self._retried(once)
 
     async def _post(
         self, http: httpx.AsyncClient, shop: ShopConfig, path: str, body: dict[str, Any], token: str, unknown: frozenset[int]

@@ -19,13 +19,11 @@ from tenacity.wait import wait_base
 from orderhub.adapters.channels.base import Authenticated, PushMessage, ShopConfig, ShopDirectory
 from orderhub.adapters.channels.push_auth import md5_push_signature, verify_md5_push
 from orderhub.adapters.channels.http_common import (
+    TokenApiClient,
     BadToken,
     CachedToken,
-    TokenCache,
-    backoff,
     gather_bounded,
     raise_for_http_status,
-    retrying,
 )
 from orderhub.adapters.channels.youzan_normalize import SHANGHAI, TIME_FORMAT, normalize_youzan_trade
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError
@@ -47,7 +45,7 @@ class _UnknownOrder(Exception):
     pass
 
 
-class YouzanChannel:
+class YouzanChannel(TokenApiClient):
     """PushChannel + OrderSource for 有赞云."""
 
     channel = "youzan"
@@ -62,11 +60,7 @@ class YouzanChannel:
         attempts: int = 3,
         retry_wait: wait_base | None = None,
     ) -> None:
-        self._clock = clock
-        self._concurrency = concurrency
-        self._attempts = attempts
-        self._retry_wait = retry_wait if retry_wait is not None else backoff()
-        self._tokens = TokenCache(self._issue_token, clock)
+        super().__init__(self._issue_token, clock=clock, concurrency=concurrency, attempts=attempts, retry_wait=retry_wait)
 
     # -- push ---------------------------------------------------------------------------
 
@@ -153,7 +147,7 @@ class YouzanChannel:
     async def _call(
         self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any]
     ) -> dict[str, Any]:
-        return await retrying(self._attempts, self._retry_wait)(self._call_once, http, shop, api, params)
+        return await self._retried(self._call_once, http, shop, api, params)
 
     async def _call_once(
         self, http: httpx.AsyncClient, shop: ShopConfig, api: tuple[str, str], params: dict[str, Any]
