@@ -67,6 +67,14 @@ orders = sa.Table(
     sa.Column("tags", Json, nullable=False),
     sa.Column("shipment", Json),
     sa.Column("rule_version", sa.String(32)),
+    # Audit (services/audit.py): pending when the order needs (re-)auditing; what it decided.
+    sa.Column("audit_state", sa.String(16)),  # pending | done | null (nothing to audit)
+    sa.Column("audited_at", UtcDateTime),
+    sa.Column("carrier", sa.String(32)),  # chosen by the carrier rules; shipment names the real one
+    sa.Column("gifts", Json),  # [{rule, sku, qty, reached, shortfall, message}]
+    sa.Column("decisions", Json),  # what each rule set said, for the order page
+    sa.Column("released_holds", Json),  # hold codes a person released: re-audit keeps them off
+    sa.Column("merge_group", sa.String(32)),  # orders shipped as one package (合单)
     sa.Column("pii", Json, nullable=False),  # platform ciphertexts, as the platform sent them
     # Decrypted buyer PII, sealed (adapters/pii_crypto.py), and keyed hashes for matching/search.
     sa.Column("pii_sealed", sa.Text),
@@ -92,6 +100,8 @@ orders = sa.Table(
     sa.Index("ix_orders_phone_last4_hash", "phone_last4_hash"),
     sa.Index("ix_orders_phone_hash", "phone_hash"),
     sa.Index("ix_orders_pii_state", "pii_state"),
+    sa.Index("ix_orders_audit_state", "audit_state"),
+    sa.Index("ix_orders_merge_group", "merge_group"),
 )
 
 order_lines = sa.Table(
@@ -230,5 +240,99 @@ skus = sa.Table(
     sa.Column("price", sa.BigInteger, nullable=False),
     sa.Column("cost", sa.BigInteger, nullable=False),
     sa.Column("weight_g", sa.Integer, nullable=False),
+    sa.Column("presale", sa.Boolean, nullable=False, server_default=sa.false()),  # ships later: split off
     sa.CheckConstraint("price >= 0 AND cost >= 0", name="money_not_negative"),
+)
+
+# -- inventory (DESIGN.md §4.3) ---------------------------------------------------------------
+
+# Stock per SKU per warehouse. `reserved` only ever moves through conditional UPDATEs whose
+# rowcount is checked (adapters/db/inventory_repo.py); the CHECK is the last guard.
+stock = sa.Table(
+    "stock",
+    metadata,
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("warehouse", sa.String(32), primary_key=True),
+    sa.Column("on_hand", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reserved", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("safety", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.CheckConstraint("on_hand >= 0 AND reserved >= 0 AND safety >= 0 AND reserved <= on_hand", name="never_oversold"),
+)
+
+# One row per order line (or gift) and warehouse it is reserved in; `reserved` of a stock row
+# is always the sum of its active reservations (checked by inventory_repo.check_invariant).
+reservations = sa.Table(
+    "reservations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(32), nullable=False),
+    sa.Column("line_no", sa.Integer, nullable=False),  # the order line; gifts count from 1000
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("warehouse", sa.String(32), nullable=False),
+    sa.Column("qty", sa.BigInteger, nullable=False),
+    sa.Column("package_no", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("gift", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status", sa.String(16), nullable=False),  # active | released | consumed
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime),
+    sa.CheckConstraint("qty > 0", name="qty_positive"),
+    sa.Index("ix_reservations_order_id", "order_id"),
+    sa.Index("ix_reservations_sku_warehouse_status", "sku", "warehouse", "status"),
+)
+
+# Append-only: every movement of on_hand or reserved, with who, why and the order.
+stock_ledger = sa.Table(
+    "stock_ledger",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("sku", sa.String(64), nullable=False),
+    sa.Column("warehouse", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # reserve | release | consume | receive | adjust | sync | safety
+    sa.Column("on_hand_delta", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("reserved_delta", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("order_id", sa.String(32)),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("reason", sa.Text),
+    sa.Index("ix_stock_ledger_sku_id", "sku", "id"),
+)
+
+# A channel's item/SKU id or 商家编码 -> the merchant SKU, where the platform line does not
+# carry the merchant code itself.
+sku_mappings = sa.Table(
+    "sku_mappings",
+    metadata,
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("platform_sku_id", sa.String(64), primary_key=True),
+    sa.Column("sku", sa.String(64), nullable=False),
+)
+
+# -- rules (DESIGN.md §4.2) ---------------------------------------------------------------------
+
+# Every version of every rule set (a GoRules JDM graph); drafts are edited, published ones never.
+rule_sets = sa.Table(
+    "rule_sets",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),  # draft | published | retired
+    sa.Column("content", Json, nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("published_at", UtcDateTime),
+)
+
+# The audit configuration: which version of each set is live and which single rules are
+# switched off. Publishing a set or flipping a switch writes the next row; orders record it.
+audit_versions = sa.Table(
+    "audit_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("sets", Json, nullable=False),  # {set name: rule set version}
+    sa.Column("disabled", Json, nullable=False),  # ["<set>:<rule id>", ...]
+    sa.Column("author", sa.String(64), nullable=False),
+    sa.Column("note", sa.Text),
+    sa.Column("created_at", UtcDateTime, nullable=False),
 )
