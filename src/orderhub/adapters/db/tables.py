@@ -306,6 +306,23 @@ sku_mappings = sa.Table(
     sa.Column("channel", sa.String(32), primary_key=True),
     sa.Column("platform_sku_id", sa.String(64), primary_key=True),
     sa.Column("sku", sa.String(64), nullable=False),
+    # the platform's item (product, goods, ware) id the SKU belongs to: stock updates name both
+    sa.Column("platform_item_id", sa.String(64)),
+    sa.Index("ix_sku_mappings_sku", "sku"),
+)
+
+# The last sellable quantity pushed to each channel shop per SKU: unchanged ones are not
+# pushed again, and a failing push stays visible.
+stock_pushes = sa.Table(
+    "stock_pushes",
+    metadata,
+    sa.Column("channel", sa.String(32), primary_key=True),
+    sa.Column("shop_id", sa.String(64), primary_key=True),
+    sa.Column("sku", sa.String(64), primary_key=True),
+    sa.Column("quantity", sa.BigInteger, nullable=False),
+    sa.Column("pushed_at", UtcDateTime),
+    sa.Column("status", sa.String(16), nullable=False),  # ok | failed
+    sa.Column("error", sa.Text),
 )
 
 # -- rules (DESIGN.md §4.2) ---------------------------------------------------------------------

@@ -61,7 +61,21 @@ def upgrade() -> None:
     sa.Column('channel', sa.String(length=32), nullable=False),
     sa.Column('platform_sku_id', sa.String(length=64), nullable=False),
     sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('platform_item_id', sa.String(length=64), nullable=True),
     sa.PrimaryKeyConstraint('channel', 'platform_sku_id', name=op.f('pk_sku_mappings'))
+    )
+    with op.batch_alter_table('sku_mappings', schema=None) as batch_op:
+        batch_op.create_index('ix_sku_mappings_sku', ['sku'], unique=False)
+
+    op.create_table('stock_pushes',
+    sa.Column('channel', sa.String(length=32), nullable=False),
+    sa.Column('shop_id', sa.String(length=64), nullable=False),
+    sa.Column('sku', sa.String(length=64), nullable=False),
+    sa.Column('quantity', sa.BigInteger(), nullable=False),
+    sa.Column('pushed_at', orderhub.adapters.db.types.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint('channel', 'shop_id', 'sku', name=op.f('pk_stock_pushes'))
     )
     op.create_table('stock',
     sa.Column('sku', sa.String(length=64), nullable=False),
@@ -125,6 +139,7 @@ def downgrade() -> None:
 
     op.drop_table('stock_ledger')
     op.drop_table('stock')
+    op.drop_table('stock_pushes')
     op.drop_table('sku_mappings')
     op.drop_table('rule_sets')
     with op.batch_alter_table('reservations', schema=None) as batch_op:
