@@ -77,3 +77,13 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: str) -> Iterator[str]:
+    """A fresh PostgreSQL database only (tests of PostgreSQL's own locking)."""
+    url = create_pg_database(postgres_admin)
+    try:
+        yield url
+    finally:
+        drop_pg_database(postgres_admin, url)

@@ -30,6 +30,10 @@ class ErrorCode(StrEnum):
     INVALID_CURSOR = "invalid_cursor"
     CONFLICT = "conflict"
     INTAKE_UNAVAILABLE = "intake_unavailable"
+    RULE_INVALID = "rule_invalid"
+    SKU_UNMAPPED = "sku_unmapped"
+    ORDER_STATE = "order_state"  # the order's status does not allow this action
+    INSUFFICIENT_STOCK = "insufficient_stock"
 
 
 class OrderHubError(Exception):
