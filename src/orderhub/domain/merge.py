@@ -38,6 +38,7 @@ class HoldCode(StrEnum):
     INTERCEPT_PENDING = "intercept_pending"
     PLATFORM_CONFLICT = "platform_conflict"
     MANUAL = "manual"
+    SKU_UNMAPPED = "sku_unmapped"
 
 
 @dataclass(frozen=True, slots=True)
