@@ -14,10 +14,12 @@ import sqlalchemy as sa
 
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
-from orderhub.adapters.db.tables import customer_channels, customer_identities, customers, inbox, order_events, order_lines, orders
+from orderhub.adapters.db.tables import (
+    customer_channels, customer_identities, customers, inbox, order_events, order_lines, orders, reservations, stock_ledger,
+)
 
-# What the pipeline writes for an order; the limit phase loads exactly these rows again.
-WRITTEN_TABLES = [inbox, orders, order_lines, order_events, customers, customer_identities, customer_channels]
+# What the pipeline (intake, processing, audit) writes for an order; the limit phase loads exactly these rows again.
+WRITTEN_TABLES = [inbox, orders, order_lines, order_events, customers, customer_identities, customer_channels, reservations, stock_ledger]
 
 
 @dataclass
@@ -131,12 +133,31 @@ def count_orders(database_url: str) -> int:
         engine.dispose()
 
 
+def audit_pending(database_url: str) -> int:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(orders).where(orders.c.audit_state == "pending")).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def audit_outcomes(database_url: str) -> dict[str, int]:
+    """Orders per status once audited: ready, on_hold (and the platform's own cancels etc.)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {status: n for status, n in conn.execute(sa.select(orders.c.status, sa.func.count()).group_by(orders.c.status))}
+    finally:
+        engine.dispose()
+
+
 def wait_drained(hub_url: str, database_url: str, expected_orders: int, timeout: float) -> float:
-    """Seconds until the backlog is empty and every expected order is stored."""
+    """Seconds until the backlog is empty, every expected order is stored and none waits for audit."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         backlog = httpx.get(f"{hub_url}/api/v1/health", timeout=30).json().get("backlog", 1)
-        if backlog == 0 and count_orders(database_url) >= expected_orders:
+        if backlog == 0 and count_orders(database_url) >= expected_orders and audit_pending(database_url) == 0:
             return time.perf_counter() - started
         time.sleep(0.25)
     raise TimeoutError(f"not drained after {timeout}s: {count_orders(database_url)}/{expected_orders} orders")

@@ -6,7 +6,9 @@ OrderHub as separate processes), then measures:
   2. processing  the workers drain that backlog (fetching details from the simulator, pulling JD);
   3. latency     a steady R messages/s for S seconds with workers running: ack -> stored order;
   4. limit       the rows the pipeline wrote, loaded again with no logic (COPY / one transaction).
-It prints a table and ends with one JSON line per backend.
+Processing includes the audit (rules, allocation, stock reservation): an order counts once it is
+stored and no longer waits for audit. The rules are also timed on their own, next to the
+engine's floor (a one-row table) in the same run. It prints a table and ends with one JSON line per backend.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ import httpx
 sys.path.insert(0, str(Path(__file__).parent))
 
 from phases import (  # noqa: E402
-    count_orders, measure_limit, percentile, prepare_pushes, send_all, send_at_rate, stored_latencies, wait_drained,
+    audit_outcomes, count_orders, measure_limit, percentile, prepare_pushes, send_all, send_at_rate, stored_latencies, wait_drained,
     wait_streams_confirmed,
 )
+from rules_eval import measure as measure_rules  # noqa: E402
 from stack import database, stack  # noqa: E402
 
 
@@ -41,7 +44,7 @@ WEBHOOK_CHANNELS = ["douyin", "youzan", "wechat_channels"]
 PULL_CHANNELS = ["jd", "kuaishou"]
 
 
-def bench_backend(backend: str, args: argparse.Namespace) -> dict:
+def bench_backend(backend: str, args: argparse.Namespace, rules: dict) -> dict:
     print(f"\n=== {backend} ===", flush=True)
     pulled_orders = int(args.orders * args.pull_share)
 
@@ -75,7 +78,9 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
         seconds = wait_drained(hub, db_url, expected, timeout=args.timeout)
         processed = count_orders(db_url)
         e2e = processed / seconds
-        print(f"processing: {processed} orders in {seconds:.1f}s = {e2e:.0f} orders/s", flush=True)
+        outcomes = audit_outcomes(db_url)
+        print(f"processing (with audit): {processed} orders in {seconds:.1f}s = {e2e:.0f} orders/s; "
+              f"statuses {dict(sorted(outcomes.items()))}", flush=True)
 
         latency = {"stored_p50_ms": None, "stored_p99_ms": None, "msgs_per_s": 0.0}
         if args.latency_seconds > 0:
@@ -120,6 +125,8 @@ def bench_backend(backend: str, args: argparse.Namespace) -> dict:
         "latency_msgs_per_s": round(latency["msgs_per_s"]),
         "stored_p50_ms": None if latency["stored_p50_ms"] is None else round(latency["stored_p50_ms"], 1),
         "stored_p99_ms": None if latency["stored_p99_ms"] is None else round(latency["stored_p99_ms"], 1),
+        "statuses": dict(sorted(outcomes.items())),
+        **rules,
     }
 
 
@@ -134,7 +141,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1111)
     parser.add_argument("--timeout", type=float, default=1800.0)
     args = parser.parse_args()
-    results = [bench_backend(backend, args) for backend in args.backends.split(",")]
+    rules = measure_rules()
+    print(f"rules: one rule-set evaluation p50 {rules['rule_set_eval_p50_us']} µs p99 {rules['rule_set_eval_p99_us']} µs "
+          f"({rules['rule_set_evals_per_s']}/s; engine floor p99 {rules['floor_eval_p99_us']} µs, {rules['floor_evals_per_s']}/s); "
+          f"a whole order's decision p99 {rules['order_decision_p99_us']} µs ({rules['order_decisions_per_s']}/s)", flush=True)
+    results = [bench_backend(backend, args, rules) for backend in args.backends.split(",")]
     print("\n| backend | orders | intake msg/s | ack p50/p99 ms | e2e orders/s | limit orders/s | e2e/limit | stored p50/p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -73,6 +73,27 @@ class Process:
 
 
 @contextmanager
+def seed_catalogue(database_url: str, units: int = 1_000_000) -> None:
+    """The demo catalogue, channel SKU mappings and ample stock, so every order is audited the
+    whole way (rules, allocation, reservation) instead of stopping at 缺货."""
+    from orderhub.adapters.db import migrate
+    from orderhub.adapters.db.engine import create_engine
+    from orderhub.demo.catalogue import WAREHOUSES, skus
+    from orderhub.demo.stock import GIFTS, sku_mappings
+    from orderhub.services import catalogue
+
+    migrate.upgrade(database_url)
+    engine = create_engine(database_url)
+    try:
+        rows = [{"code": s.code, "title": s.title, "category": s.category, "price": s.price, "cost": s.cost, "weight_g": s.weight} for s in skus()]
+        catalogue.upsert_catalogue(engine, WAREHOUSES, rows + GIFTS)
+        catalogue.upsert_sku_mappings(engine, sku_mappings())
+        counts = [(code, w["code"], units) for code in [r["code"] for r in rows] + [str(g["code"]) for g in GIFTS] for w in WAREHOUSES]
+        catalogue.seed_stock(engine, counts, actor="bench", reason="benchmark stock")
+    finally:
+        engine.dispose()
+
+
 def stack(backend: str, *, pull_interval_s: float = 2.0, before_hub: Callable[[str], None] | None = None) -> Iterator[dict[str, str]]:
     """Simulator + OrderHub on free ports, OrderHub on a fresh database of `backend`.
 
@@ -84,6 +105,7 @@ def stack(backend: str, *, pull_interval_s: float = 2.0, before_hub: Callable[[s
         sim_port, hub_port = free_port(), free_port()
         sim_url, hub_url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{hub_port}"
         with database(backend, workdir) as db_url:
+            seed_catalogue(db_url)
             config = {
                 "database_url": db_url,
                 "data_dir": str(workdir),

@@ -13,12 +13,16 @@ from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter
 from orderhub.adapters.pii_crypto import PiiVault
+from orderhub.adapters.wms.stock import HttpWmsStock
 from orderhub.config import Settings
+from orderhub.services.audit import Auditor
 from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.intake import Intake
 from orderhub.services.processing import Processor
 from orderhub.services.pull import Puller
+from orderhub.services.rules import RuleBook
+from orderhub.services.stock_sync import StockSync
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +57,12 @@ class Runtime:
             self.engine, self.channels, self.http,
             overlap_s=settings.pull_overlap_s, lookback_s=settings.pull_lookback_s, monitor=self.monitor,
         )
+        self.rules = RuleBook(self.engine)
+        self.auditor = Auditor(self.engine, self.rules, batch_size=settings.batch_size)
+        wms = settings.stock_sync.wms
+        source = HttpWmsStock(wms.base_url, wms.app_key, wms.app_secret, wms.warehouses) if wms else None
+        # the registry's adapters: stock pushes share their access tokens with intake and pulls
+        self.stock_sync = StockSync(self.engine, self.shops, self.http, source, settings.stock_sync.buffers, adapters=self.channels.sources)
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_tasks: list[asyncio.Task[None]] = []
         self.workers_running = False
@@ -61,6 +71,7 @@ class Runtime:
 
     async def start(self, *, workers: bool = True, streams: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self.rules.ensure_defaults)
         self.writer.start()
         if streams:
             self.start_streams()
@@ -99,6 +110,7 @@ class Runtime:
         self.workers_running = True
         self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
         self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
+        self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
 
     async def stop_workers(self) -> None:
         self.workers_running = False
@@ -135,13 +147,15 @@ class Runtime:
         while True:
             try:
                 result = await self.processor.run_once()
+                audited = await asyncio.to_thread(self.auditor.run_once) if self.settings.audit else None
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the worker alive; the batch's lease expires and it is retried
                 log.exception("processing batch failed")
                 await asyncio.sleep(1.0)
                 continue
-            if result is None or result.rows < self.processor.batch_size:
+            more_audit = audited is not None and audited.orders >= self.auditor.batch_size
+            if (result is None or result.rows < self.processor.batch_size) and not more_audit:
                 self._wake.clear()
                 with suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=0.5)
@@ -166,10 +180,11 @@ class Runtime:
             await asyncio.sleep(self.settings.pull_interval_s)
 
     async def drain(self, timeout: float = 60.0) -> None:
-        """Process until the inbox has nothing due (tests, CLI import)."""
+        """Process (and audit, when this process audits) until nothing is due (tests, CLI import)."""
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             result = await self.processor.run_once()
-            if result is None:
+            audited = await asyncio.to_thread(self.auditor.run_once) if self.settings.audit else None
+            if result is None and audited is None:
                 return
         raise TimeoutError("inbox not drained in time")

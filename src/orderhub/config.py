@@ -50,6 +50,21 @@ class ShopSettings(BaseModel):
         return ShopConfig(self.channel, str(self.shop_id), self.name, self.app_key, self.app_secret, base.rstrip("/"), extra)
 
 
+class WmsSettings(BaseModel):
+    """The WMS whose stock counts OrderHub imports (docs/wms.md)."""
+
+    base_url: str
+    app_key: str
+    app_secret: str
+    warehouses: list[str] = Field(default_factory=list)
+
+
+class StockSyncSettings(BaseModel):
+    interval_s: float = 600.0  # WMS import, then sellable stock pushed to every channel
+    buffers: dict[str, int] = Field(default_factory=dict)  # channel -> units held back from its listings
+    wms: WmsSettings | None = None
+
+
 class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -61,6 +76,8 @@ class Settings(BaseModel):
     # processing
     batch_size: int = 500
     max_attempts: int = 8  # fetch retries of one inbox row before its items are quarantined
+    audit: bool = True  # run the audit stage (审单) in this process's workers
+    stock_sync: StockSyncSettings = Field(default_factory=StockSyncSettings)
     # incremental pull
     pull_interval_s: float = 10.0
     pull_overlap_s: float = 120.0  # re-read this much of the previous window: platforms index late

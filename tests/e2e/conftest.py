@@ -82,11 +82,13 @@ def _free_socket() -> socket.socket:
 
 @pytest.fixture
 async def serve(database_url: str, platform: FakePlatform) -> AsyncIterator[Callable[..., Awaitable[Api]]]:
-    """`await serve(workers=False)` starts the app (lifespan included) and returns an Api."""
+    """`await serve(workers=False)` starts the app (lifespan included) and returns an Api;
+    `audit=True` runs the audit stage in its workers too."""
     running: list[tuple[_QuietServer, asyncio.Task[None], httpx.AsyncClient, socket.socket]] = []
 
-    async def start(*, workers: bool = True) -> Api:
+    async def start(*, workers: bool = True, audit: bool = False) -> Api:
         settings = Settings(
+            audit=audit,  # most tests here look at intake and processing on their own
             database_url=database_url,
             shops=[ShopSettings(channel="fake", shop_id=SHOP.shop_id, name=SHOP.name, app_key=SHOP.app_key, app_secret=SHOP.app_secret)],
             max_attempts=3,

@@ -17,13 +17,15 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
-from orderhub.adapters.db.tables import inbox, order_events, order_lines, orders, quarantine, sync_cursors
+from orderhub.adapters.db import inventory_repo
+from orderhub.adapters.db.tables import inbox, order_events, order_lines, orders, quarantine, reservations, stock, sync_cursors
 from orderhub.bootstrap import Runtime
 from orderhub.config import Settings, ShopSettings
 from orderhub.demo.catalogue import REMOTE_PROVINCES, customers
 from orderhub.demo.shops import DEMO_SHOPS
 from orderhub.domain.ids import order_id
 from orderhub.entrypoints.api.app import create_app
+from orderhub.entrypoints.serve import seed_demo_catalogue
 from orderhub.simulator.app import Simulator, serve_in_background
 from orderhub.simulator.scenarios import CHANNELS
 
@@ -59,6 +61,7 @@ async def stack(database_url):
         shops=[ShopSettings(**shop, api_base_url=f"http://127.0.0.1:{sim_server.port}/{shop['channel']}") for shop in DEMO_SHOPS],
     )
     runtime = Runtime(settings)
+    seed_demo_catalogue(runtime.engine)  # the audit runs too: catalogue, listings and opening stock
     server = _QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
@@ -78,7 +81,8 @@ async def settle(runtime: Runtime, hub_url: str, expected: int, timeout: float =
             health = (await client.get("/api/v1/health")).json()
             with runtime.engine.connect() as conn:
                 stored = conn.execute(sa.select(sa.func.count()).select_from(orders)).scalar_one()
-            if health["backlog"] == 0 and stored >= expected:
+                pending = conn.execute(sa.select(sa.func.count()).select_from(orders).where(orders.c.audit_state == "pending")).scalar_one()
+            if health["backlog"] == 0 and stored >= expected and pending == 0:
                 return
             await asyncio.sleep(0.05)
     raise AssertionError(f"only {stored} of {expected} orders stored, backlog {health['backlog']}")
@@ -158,7 +162,7 @@ async def test_a_2000_order_simulated_run_stores_every_scenario_once_and_at_its_
         "shipping_fee": sum(1 for r in rows.values() if r.shipping > 0),
         "remote_province": sum(1 for r in rows.values() if r.address["province"] in REMOTE_PROVINCES),
         "buyer_message": sum(1 for r in rows.values() if r.buyer_message),
-        "cancelled_after_payment": sum(1 for e in events if e.kind == "status" and e.from_status == "paid" and e.to_status == "cancelled"),
+        "cancelled_after_payment": sum(1 for e in events if e.kind == "status" and e.from_status in ("paid", "on_hold", "ready") and e.to_status == "cancelled"),
         "closed_unpaid": sum(1 for e in events if e.kind == "status" and e.from_status == "pending_payment" and e.to_status == "closed"),
         "address_change": kinds["address_changed"],
         "refund": kinds["refund"],
@@ -167,9 +171,20 @@ async def test_a_2000_order_simulated_run_stores_every_scenario_once_and_at_its_
         "out_of_order": outcomes["stale"],
         "every_channel": len({r.channel for r in rows.values()}),
     }
+    audited = Counter(r.status for r in rows.values() if r.rule_version)
+    found.update(audited_ready=audited["ready"], audited_on_hold=audited["on_hold"],
+                 remote_area_warned=sum(1 for r in rows.values() if "remote_area" in (r.tags or [])))
     missing = [name for name, n in found.items() if n == 0]
     assert not missing, f"scenarios not found in the stored data: {missing} ({found})"
     assert found["every_channel"] == 3
+    # the audit: nothing left waiting, stock reserved exactly for the orders that are ready, never oversold
+    assert [r.id for r in rows.values() if r.audit_state == "pending"] == []
+    with runtime.engine.connect() as conn:
+        assert inventory_repo.check_invariant(conn) == []
+        reserved = {oid for oid, in conn.execute(sa.select(reservations.c.order_id).where(reservations.c.status == "active").distinct())}
+        oversold = conn.execute(sa.select(sa.func.count()).select_from(stock).where(stock.c.reserved > stock.c.on_hand)).scalar_one()
+    assert reserved == {oid for oid, r in rows.items() if r.status == "ready"}
+    assert oversold == 0
     # money invariants hold for every stored order and its lines
     for oid, r in rows.items():
         assert r.paid == r.goods - r.discount + r.shipping

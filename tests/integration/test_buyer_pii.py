@@ -49,6 +49,7 @@ class CipherPlatform:
 async def world(database_url, tmp_path):
     alpha, beta = CipherPlatform("alpha"), CipherPlatform("beta")
     settings = Settings(
+        audit=False,  # these tests look at intake and processing on their own
         database_url=database_url, data_dir=tmp_path,
         shops=[ShopSettings(channel="alpha", shop_id="A", name="甲"), ShopSettings(channel="beta", shop_id="B", name="乙")],
     )

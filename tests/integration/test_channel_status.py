@@ -46,7 +46,7 @@ async def runtime(database_url, tmp_path):
     registry = ChannelRegistry(
         push={"fake": fake}, streams={"streamy": stream}, sources={"fake": fake, "pullme": puller}, pull={"pullme"},
     )
-    settings = Settings(database_url=database_url, data_dir=tmp_path, shops=[
+    settings = Settings(database_url=database_url, audit=False, data_dir=tmp_path, shops=[
         ShopSettings(channel="fake", shop_id=SHOP.shop_id, name=SHOP.name, app_key=SHOP.app_key, app_secret=SHOP.app_secret),
         ShopSettings(channel="pullme", shop_id="P1", name="拉取店"),
         ShopSettings(channel="streamy", shop_id="T1", name="长连接店", app_key="app-t"),

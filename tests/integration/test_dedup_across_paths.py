@@ -29,7 +29,7 @@ JD_MAPPING = {
 
 @pytest.fixture
 async def runtime(database_url):
-    settings = Settings(database_url=database_url, shops=[ShopSettings(channel="jd", shop_id="10000001", name="京东店")])
+    settings = Settings(database_url=database_url, audit=False, shops=[ShopSettings(channel="jd", shop_id="10000001", name="京东店")])
     rt = Runtime(settings)
     await rt.start(workers=False)
     yield rt

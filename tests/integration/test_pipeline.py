@@ -26,6 +26,7 @@ def platform() -> FakePlatform:
 @pytest.fixture
 async def runtime(database_url, platform):
     settings = Settings(
+        audit=False,  # these tests look at intake and processing on their own
         database_url=database_url,
         shops=[ShopSettings(channel="fake", shop_id=SHOP.shop_id, name=SHOP.name, app_key=SHOP.app_key, app_secret=SHOP.app_secret)],
         max_attempts=3,

@@ -184,3 +184,7 @@ def pii_reveal(order_id: str, fields: tuple[str, ...], config: Path | None) -> N
 
     shown = asyncio.run(reveal_pii(_settings(config), order_id, fields or ("phone", "name", "address_detail")))
     click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+
+
+# The audit's command groups (rules, inventory, exceptions) register themselves on `main`.
+from orderhub.entrypoints import cli_audit  # noqa: E402,F401

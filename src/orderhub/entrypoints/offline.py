@@ -73,3 +73,11 @@ async def reveal_pii(settings: Settings, order_id: str, fields: tuple[str, ...])
         return await runtime.pii.reveal(runtime.engine, order_id, fields)
     finally:
         await runtime.stop()
+
+
+async def push_stock(settings: Settings) -> dict[str, Any]:
+    runtime = Runtime(settings)
+    try:
+        return (await runtime.stock_sync.push_channels()).as_dict()
+    finally:
+        await runtime.stop()

@@ -8,10 +8,11 @@ import time
 from datetime import UTC, datetime
 
 import click
+import sqlalchemy as sa
 import uvicorn
 
 from orderhub.bootstrap import Runtime
-from orderhub.config import Settings, ShopSettings
+from orderhub.config import Settings, ShopSettings, WmsSettings
 from orderhub.entrypoints.api.app import create_app
 from orderhub.demo.pos import pos_csv
 from orderhub.services import catalogue, imports
@@ -44,18 +45,30 @@ def demo_settings(settings: Settings, simulator_base: str) -> Settings:
     for shop in DEMO_SHOPS:
         if (shop["channel"], shop["shop_id"]) not in configured:
             shops.append(ShopSettings(**shop, api_base_url=f"{simulator_base}/{shop['channel']}"))
+    from orderhub.simulator.wms import DEMO_WMS_APP
+
+    # the simulator plays the WMS too; the demo syncs stock every minute so the console shows it move
+    stock_sync = settings.stock_sync.model_copy(update={
+        "interval_s": min(settings.stock_sync.interval_s, 60.0),
+        "wms": settings.stock_sync.wms or WmsSettings(base_url=f"{simulator_base}/wms", **DEMO_WMS_APP),
+    })
     # the demo's JD pull runs often so the console visibly fills up
-    return settings.model_copy(update={"shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0)})
+    return settings.model_copy(update={"shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0), "stock_sync": stock_sync})
+
+
+def seed_demo_catalogue(engine: sa.Engine) -> None:
+    """Warehouses, SKUs and gifts, every SKU's listing on the seven channels, opening stock."""
+    from orderhub.demo.catalogue import WAREHOUSES, skus
+    from orderhub.demo.stock import GIFTS, opening_stock, sku_mappings
+
+    sku_rows = [{"code": s.code, "title": s.title, "category": s.category, "price": s.price, "cost": s.cost, "weight_g": s.weight} for s in skus()]
+    catalogue.upsert_catalogue(engine, WAREHOUSES, sku_rows + GIFTS)
+    catalogue.upsert_sku_mappings(engine, sku_mappings())
+    catalogue.seed_stock(engine, opening_stock(), actor="demo", reason="演示期初库存 demo opening stock")
 
 
 def seed_demo(runtime: Runtime) -> None:
-    from orderhub.demo.catalogue import WAREHOUSES, skus
-
-    catalogue.upsert_catalogue(
-        runtime.engine,
-        WAREHOUSES,
-        ({"code": s.code, "title": s.title, "category": s.category, "price": s.price, "cost": s.cost, "weight_g": s.weight} for s in skus()),
-    )
+    seed_demo_catalogue(runtime.engine)
     if "pos-default" not in imports.mapping_names(runtime.engine):
         imports.save_mapping(runtime.engine, "pos-default", DEMO_POS_MAPPING)
     # the store's export of today, so the demo shows file import and store buyers recognised

@@ -20,12 +20,14 @@ import sqlalchemy as sa
 
 from orderhub.adapters.channels.base import PushMessage, ShopConfig
 from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
+from orderhub.adapters.db.engine import is_deadlock
 from orderhub.adapters.db.inbox import InboxRow, claim
 from orderhub.adapters.db.orders_repo import ConcurrentUpdate, WritePlan, load_identities, load_stored, write_plan
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, OrderHubError
 from orderhub.domain.ids import customer_id, order_id
 from orderhub.domain.merge import Change, Outcome, StoredOrder, apply_snapshot, stored_after
 from orderhub.domain.order import NormalizedOrder
+from orderhub.domain.status import Status
 from orderhub.services.buyer_pii import BuyerPii, ResolvedPii
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,9 @@ class Processor:
         for attempt in range(5):
             try:
                 return await self._process(rows)
-            except (ConcurrentUpdate, sa.exc.IntegrityError) as exc:
+            except (ConcurrentUpdate, sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
+                if isinstance(exc, sa.exc.OperationalError) and not is_deadlock(exc):
+                    raise
                 # Another worker wrote one of these orders first: reload and decide again.
                 log.info("batch of %d rows retried after a concurrent write (%s)", len(rows), exc)
                 await asyncio.sleep(0.05 * (attempt + 1))
@@ -293,6 +297,7 @@ class Processor:
         last_write: dict[str, Change] = {}
         last_seen: dict[str, NormalizedOrder] = {}
         customers_seen: dict[str, int] = {}
+        kinds: dict[str, set[str]] = {}  # order id -> kinds of the events this batch logs for it
         plan = batch.plan
         # Snapshots are applied in arrival order so the event log tells the story as it happened.
         for position, actor, order, taken_at in sorted(batch.snapshots, key=lambda s: s[0]):
@@ -309,6 +314,7 @@ class Processor:
             if change.outcome in (Outcome.CREATED, Outcome.UPDATED):
                 last_write[order.id] = change
                 plan.events.extend((order.id, event) for event in change.events)
+                kinds.setdefault(order.id, set()).update(event.kind for event in change.events)
                 if change.outcome is Outcome.CREATED:
                     customers_seen[order.id] = 1
         for oid, change in last_write.items():
@@ -318,6 +324,7 @@ class Processor:
                 change.order = replace(change.order, updated_at=final.updated_at)
             plan.snapshot_at.setdefault(oid, stored[oid].snapshot_at if oid in stored else None)
             cid = self._customer(change, plan, customers_seen.get(oid, 0), stored.get(oid), resolved.get(oid), identities)
+            _hand_over(plan, oid, stored[oid].status if oid in stored else None, final.status, kinds.get(oid, set()), change.order.channel)
             if oid in stored:
                 plan.updates.append((change, stored[oid].version, cid))
             else:
@@ -440,6 +447,25 @@ class Processor:
     def _write(self, plan: WritePlan, now: datetime) -> None:
         with self.engine.begin() as conn:
             write_plan(conn, plan, now)
+
+
+# What the audit looks at: a change to one of these re-audits an order not yet at the warehouse.
+_AUDITED_FIELDS = frozenset({"address_changed", "buyer_message", "seller_remark", "refund", "amounts_changed"})
+_BEFORE_WAREHOUSE = frozenset({Status.PAID, Status.ON_HOLD, Status.READY})
+_HOLDS_STOCK = frozenset({Status.PAID, Status.ON_HOLD, Status.READY, Status.PICKING})
+
+
+def _hand_over(plan: WritePlan, oid: str, before: Status | None, after: Status, kinds: set[str], channel: str) -> None:
+    """What a platform change means for audit and stock, written in the same transaction."""
+    actor = f"platform:{channel}"
+    if after is Status.PAID and before is not Status.PAID:
+        plan.audit.add(oid)
+    elif after in _BEFORE_WAREHOUSE and before in _BEFORE_WAREHOUSE and kinds & _AUDITED_FIELDS:
+        plan.audit.add(oid)
+    elif after in (Status.CANCELLED, Status.CLOSED) and before in _HOLDS_STOCK:
+        plan.release[oid] = actor
+    elif after in (Status.SHIPPED, Status.DELIVERED, Status.COMPLETED) and before in _HOLDS_STOCK:
+        plan.consume[oid] = actor
 
 
 def _guess_original_id(raw: Any) -> str | None:

@@ -1,4 +1,4 @@
-"""The simulator's HTTP app (platform APIs under /douyin, /youzan, /jd; control under /_sim) and runners."""
+"""The simulator's HTTP app (platform APIs under /douyin, /youzan, /jd …, the WMS under /wms; control under /_sim) and runners."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
+from orderhub.simulator import wms
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import MODES
 from orderhub.simulator.pusher import WEBHOOK_PATHS
@@ -21,6 +22,7 @@ from orderhub.simulator.scenarios import CHANNELS, PUSH_CHANNELS
 from orderhub.simulator.state import PLATFORMS, Simulator
 
 _PREPARE_CHUNK = 500
+FAULT_TARGETS = (*PLATFORMS, "wms")  # what POST /_sim/faults can take down
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -62,12 +64,14 @@ def create_app(sim: Simulator) -> FastAPI:
     app.state.sim = sim
     for channel, module in PLATFORMS.items():
         app.include_router(module.make_router(sim), prefix=f"/{channel}")
+    app.include_router(wms.make_router(sim.wms), prefix="/wms")
+    app.include_router(wms.make_control_router(sim.wms), prefix="/_sim/wms")
 
     @app.middleware("http")
     async def injected_faults(request: Request, call_next: Any) -> Response:
         """An outage switched on by POST /_sim/faults answers every API call of that platform."""
         channel = request.url.path.split("/", 2)[1] if request.url.path.count("/") >= 1 else ""
-        fault = sim.faults.active(channel) if channel in PLATFORMS else None
+        fault = sim.faults.active(channel) if channel in FAULT_TARGETS else None
         if fault == "down":
             return Response(b"service unavailable", status_code=503)
         if fault == "rate_limit":
@@ -79,8 +83,8 @@ def create_app(sim: Simulator) -> FastAPI:
         """{"channel", "mode": down | rate_limit | drop, "seconds"}; {"channel", "mode": "clear"} ends it."""
         req = await _body(request)
         channel, mode = str(req.get("channel", "")), str(req.get("mode", ""))
-        if channel not in PLATFORMS:
-            raise HTTPException(400, f"unknown channel {channel!r}; known: {list(PLATFORMS)}")
+        if channel not in FAULT_TARGETS:
+            raise HTTPException(400, f"unknown channel {channel!r}; known: {list(FAULT_TARGETS)}")
         if mode == "clear":
             sim.faults.clear(channel)
         elif mode in MODES:
@@ -95,6 +99,24 @@ def create_app(sim: Simulator) -> FastAPI:
         if channel not in PLATFORMS:
             raise HTTPException(404, f"unknown channel {channel!r}")
         return _json({"revoked": sim.revoke_tokens(channel)})
+
+    @app.get("/_sim/stock")
+    async def channel_stock(channel: str | None = None) -> Response:
+        """What each shop's listings show, as the platforms' stock-update APIs last set it."""
+        return _json({"items": sim.channel_stock_rows(channel), "updates": len(sim.stock_updates)})
+
+    @app.post("/_sim/stock")
+    async def set_channel_stock(request: Request) -> Response:
+        """{"channel", "shop_id"?, "sku_id", "quantity"}: the listing shows this (e.g. after sales on the platform)."""
+        req = await _body(request)
+        channel = str(req.get("channel", ""))
+        if channel not in PLATFORMS:
+            raise HTTPException(400, f"unknown channel {channel!r}; known: {list(PLATFORMS)}")
+        sku_id, quantity = str(req.get("sku_id", "")), req.get("quantity")
+        if sim.listing(channel, sku_id) is None or isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 0:
+            raise HTTPException(400, "needs a catalogue sku_id of the channel and an integer quantity >= 0")
+        sim.set_channel_stock(channel, str(req.get("shop_id") or sim.shop(channel)["shop_id"]), sku_id, quantity, via="_sim")
+        return _json({"items": sim.channel_stock_rows(channel)})
 
     @app.get("/_sim/stats")
     async def stats() -> Response:

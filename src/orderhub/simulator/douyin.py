@@ -260,6 +260,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _search(sim, shop_id, params)
         if method == "order.batchDecrypt":
             return _batch_decrypt(sim, shop_id, params)
+        if method == "sku.syncStock":
+            return _sync_stock(sim, shop_id, params)
         return _error(sim, 40004, "参数错误", "isv.method-not-found", f"不支持的方法 {method}")
 
     return router
@@ -318,3 +320,17 @@ def _belongs(order: m.SimOrder | None, cipher: str) -> bool:
         return False
     c, a = order.customer, order.address
     return cipher in (pii.douyin_phone(c.phone), pii.douyin_text(c.name), pii.douyin_text(a.detail))
+
+
+def _sync_stock(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """sku.syncStock, full updates only: product_id + sku_id (int64) get stock_num (>= 0)."""
+    product_id, sku_id, stock_num = params.get("product_id"), params.get("sku_id"), params.get("stock_num")
+    if params.get("incremental") not in (None, False):
+        # incremental=true needs idempotent_id on the platform; OrderHub always sends full counts
+        return _error(sim, 40004, "参数错误", "isv.parameter-invalid:incremental", "模拟器仅支持全量更新 incremental=false")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (product_id, sku_id, stock_num)) or stock_num < 0:
+        return _error(sim, 40004, "参数错误", "isv.parameter-invalid", "product_id/sku_id 为整数，stock_num 为非负整数")
+    if sim.listing(CHANNEL, str(sku_id), str(product_id)) is None:
+        return _error(sim, 50002, "业务处理失败", "isv.business-failed:sku-not-found", "商品或规格不存在")
+    sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), stock_num, via="sku.syncStock")
+    return _ok(sim, b"{}")

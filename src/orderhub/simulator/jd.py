@@ -119,6 +119,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _search(sim, shop_id, params)
         if method == "jingdong.pop.order.get":
             return _get(sim, shop_id, params)
+        if method == "jingdong.stock.write.updateSkuStock":
+            return _update_sku_stock(sim, shop_id, params)
         return _error("15", "不存在的方法名", "Invalid Method")
 
     return router
@@ -154,3 +156,16 @@ def _get(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
     body = (b'{"jingdong_pop_order_get_responce":{"code":"0","orderDetailInfo":{' + _API_OK
             + b',"orderInfo":' + sim.payload(order) + b"}}}")
     return Response(body, media_type="application/json")
+
+
+def _update_sku_stock(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """jingdong.stock.write.updateSkuStock: skuId gets stockNum (full count); storeId is not simulated."""
+    sku_id, stock_num = params.get("skuId"), params.get("stockNum")
+    node: dict[str, Any] = {"code": "0", "success": True}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (sku_id, stock_num)) or stock_num < 0:
+        node = {"code": "0", "success": False, "errorCode": "66", "errorMessage": "参数错误：skuId 与 stockNum 为整数，stockNum >= 0"}  # [U]
+    elif sim.listing(CHANNEL, str(sku_id)) is None:
+        node = {"code": "0", "success": False, "errorCode": "100", "errorMessage": "sku不存在"}  # [U]
+    else:
+        sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), stock_num, via="jingdong.stock.write.updateSkuStock")
+    return Response(orjson.dumps({"jingdong_stock_write_updateSkuStock_responce": node}), media_type="application/json")

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from orderhub.demo.catalogue import CATEGORY_CIDS
+from orderhub.demo.catalogue import CATEGORY_CIDS, skus
 from orderhub.simulator import model as m
 from orderhub.simulator.amounts import end_of_day_cst
 from orderhub.simulator.pii import Vault
@@ -55,6 +55,8 @@ TOKEN_INVALID = (24, "鉴权失败，access_token已过期或不存在")
 PARAM_INVALID = (33, "参数错误")
 METHOD_UNKNOWN = (35, "不存在的API方法")
 ORDER_NOT_FOUND = (36, "订单不存在")
+ITEM_NOT_FOUND = (37, "商品或SKU不存在")
+STOCK_NOT_ENOUGH = (38, "减少的库存不能大于当前库存")
 END_BEFORE_BEGIN = (300003, "ENDTIME MUST AFTER BEGINTIME 结束时间要晚于开始时间")
 SPAN_TOO_LONG = (300004, "SEARCH TIME RANGE EXPAND 7 DAYS 查询范围不能大于7天")
 TOO_OLD = (300005, "CAN NOT SEARCH BEFORE 90 DAYS 只能查询最近90天内的订单")
@@ -270,6 +272,10 @@ def _gateway(sim: Simulator, path: str, fields: dict[str, str]) -> Response:
         return _cursor_list(sim, shop_id, params)
     if method == "open.order.detail":
         return _detail(sim, shop_id, params)
+    if method == "open.item.get":
+        return _item(sim, shop_id, params)
+    if method == "open.item.sku.stock.update":
+        return _sku_stock_update(sim, shop_id, params)
     return _fail(sim, METHOD_UNKNOWN, method)
 
 
@@ -327,6 +333,33 @@ def _detail(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
     if order is None or order.shop_id != shop_id or not order.visible:
         return _fail(sim, ORDER_NOT_FOUND, str(oid))
     return _reply(sim, sim.payload(order))
+
+
+# ---------------------------------------------------------------- items and stock
+
+def _item(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """open.item.get: the item's SKUs with their stock (skuList[].kwaiSkuId / skuStock [U])."""
+    item_id = str(params.get("kwaiItemId", ""))
+    sku_ids = [s.kuaishou_sku_id for s in skus() if s.kuaishou_item_id == item_id]
+    if not sku_ids:
+        return _fail(sim, ITEM_NOT_FOUND, item_id)
+    sku_list = [{"kwaiSkuId": int(sku_id), "skuStock": sim.channel_stock(CHANNEL, shop_id, sku_id)} for sku_id in sku_ids]
+    return _reply(sim, orjson.dumps({"kwaiItemId": int(item_id), "skuList": sku_list}))
+
+
+def _sku_stock_update(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """open.item.sku.stock.update: increments only, skuChangeStock > 0 with changeType 1 增加 / 2 减少."""
+    item_id, sku_id = params.get("kwaiItemId"), params.get("skuId")
+    change, kind = params.get("skuChangeStock"), params.get("changeType")
+    if isinstance(change, bool) or not isinstance(change, int) or not 0 < change < 9_999_999 or kind not in (1, 2):
+        return _fail(sim, PARAM_INVALID, "skuChangeStock 为 1-9999998 的整数，changeType 为 1（增加）或 2（减少）")
+    if sim.listing(CHANNEL, str(sku_id), str(item_id)) is None:
+        return _fail(sim, ITEM_NOT_FOUND, f"{item_id}/{sku_id}")
+    now = sim.channel_stock(CHANNEL, shop_id, str(sku_id)) + (change if kind == 1 else -change)
+    if now < 0:
+        return _fail(sim, STOCK_NOT_ENOUGH)
+    sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), now, via="open.item.sku.stock.update")
+    return _reply(sim, b"{}")
 
 
 # ---------------------------------------------------------------- OAuth2 token refresh

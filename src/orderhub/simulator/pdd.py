@@ -258,6 +258,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _increment(sim, mall, fields)
         if method == "pdd.open.decrypt.batch":
             return _decrypt(sim, mall, fields)
+        if method == "pdd.goods.quantity.update":
+            return _quantity_update(sim, mall, fields)
         return _error(sim, CODE_PARAMETER, "参数错误", f"type {method} 不存在")
 
     pdd_pmc.add_message_endpoint(router, sim)
@@ -334,3 +336,21 @@ def _refresh(sim: Simulator, shop: dict[str, Any], fields: dict[str, str]) -> Re
             "refresh_token_expires_at": now + 30 * TOKEN_LIFETIME_S, "refresh_token_expires_in": 30 * TOKEN_LIFETIME_S,
             "scope": ["pdd.order.information.get", "pdd.order.number.list.increment.get", "pdd.open.decrypt.batch"]}
     return _ok(sim, "pop_auth_token_refresh_response", orjson.dumps(data)[1:-1])
+
+
+def _quantity_update(sim: Simulator, mall: str, fields: dict[str, str]) -> Response:
+    """pdd.goods.quantity.update: goods_id + sku_id get quantity; update_type 1 (default) full, 2 incremental."""
+    goods_id, sku_id, kind = fields.get("goods_id", ""), fields.get("sku_id", ""), fields.get("update_type", "1")
+    try:
+        quantity = int(fields["quantity"])
+    except (KeyError, ValueError):
+        return _error(sim, CODE_PARAMETER, "参数错误", "quantity 必填且为整数")
+    if kind not in ("1", "2") or (kind == "1" and quantity < 0):
+        return _error(sim, CODE_PARAMETER, "参数错误", "全量更新时 quantity 须为非负整数，update_type 为 1 或 2")
+    if not sku_id or sim.listing(CHANNEL, sku_id, goods_id) is None:
+        return _error(sim, CODE_PARAMETER, "参数错误", "商品或sku不存在")  # [U] code
+    now = quantity if kind == "1" else sim.channel_stock(CHANNEL, mall, sku_id) + quantity
+    if now < 0:
+        return _error(sim, CODE_PARAMETER, "参数错误", "增量更新后库存不能小于0")
+    sim.set_channel_stock(CHANNEL, mall, sku_id, now, via="pdd.goods.quantity.update")
+    return _ok(sim, "goods_quantity_update_response", b'"is_success":true')

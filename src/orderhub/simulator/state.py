@@ -10,12 +10,14 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import cache
 from typing import Any
 
 import orjson
 
+from orderhub.demo import catalogue
 from orderhub.demo.shops import DEMO_SHOPS
-from orderhub.simulator import douyin, jd, kuaishou, pdd, pii, taobao, wechat_channels, youzan
+from orderhub.simulator import douyin, jd, kuaishou, pdd, pii, taobao, wechat_channels, wms, youzan
 from orderhub.simulator import model as m
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import Faults
@@ -35,6 +37,19 @@ from orderhub.simulator.streams import StreamHub
 PLATFORMS = {module.CHANNEL: module for module in (douyin, taobao, pdd, jd, youzan, wechat_channels, kuaishou)}
 RENDER: dict[str, Callable[[m.SimOrder], dict[str, Any]]] = {ch: module.render for ch, module in PLATFORMS.items()}
 BUILD_PUSH = {ch: module.build_push for ch, module in PLATFORMS.items() if hasattr(module, "build_push")}
+# The demo catalogue's (item id, SKU id) attributes on each platform: what its stock APIs accept.
+LISTING_IDS = {
+    "douyin": ("douyin_product_id", "douyin_sku_id"), "taobao": ("taobao_num_iid", "taobao_sku_id"),
+    "pdd": ("pdd_goods_id", "pdd_sku_id"), "jd": ("jd_ware_id", "jd_sku_id"), "youzan": ("youzan_item_id", "youzan_sku_id"),
+    "wechat_channels": ("wechat_product_id", "wechat_sku_id"), "kuaishou": ("kuaishou_item_id", "kuaishou_sku_id"),
+}
+
+
+@cache
+def _listings(channel: str) -> dict[str, tuple[str, str]]:
+    """platform SKU id -> (platform item id, merchant SKU code) for the demo catalogue."""
+    item_attr, sku_attr = LISTING_IDS[channel]
+    return {getattr(s, sku_attr): (getattr(s, item_attr), s.code) for s in catalogue.skus()}
 
 
 class _Window:
@@ -108,6 +123,11 @@ class Simulator:
         self._cache: OrderedDict[tuple[str, str], tuple[int, bytes]] = OrderedDict()
         self._cache_size = cache_size
         self._log_seq = itertools.count(1)
+        # What each shop's listings show: (channel, shop id, platform SKU id) -> quantity. A
+        # listing nobody has set shows 0; every accepted stock-update call is kept in order.
+        self._channel_stock: dict[tuple[str, str, str], int] = {}
+        self.stock_updates: list[dict[str, Any]] = []
+        self.wms = wms.WmsState()
 
     # ------------------------------------------------------------ shops and tokens
 
@@ -138,6 +158,40 @@ class Simulator:
 
     def log_id(self) -> str:
         return f"{self.clock.now():010d}SIM{next(self._log_seq):012d}"
+
+    # ------------------------------------------------------------ channel stock
+
+    def listing(self, channel: str, sku_id: str, item_id: str | None = None) -> str | None:
+        """The merchant SKU behind a platform SKU id (of item `item_id`, when given); None if unknown."""
+        found = _listings(channel).get(str(sku_id))
+        if found is None or (item_id is not None and found[0] != str(item_id)):
+            return None
+        return found[1]
+
+    def channel_stock(self, channel: str, shop_id: str, sku_id: str) -> int:
+        return self._channel_stock.get((channel, shop_id, str(sku_id)), 0)
+
+    def set_channel_stock(self, channel: str, shop_id: str, sku_id: str, quantity: int, via: str) -> None:
+        """The listing now shows `quantity` (`via`: the API method, or "_sim" for a control)."""
+        if quantity < 0:
+            raise ValueError("stock cannot be negative")
+        with self._lock:
+            self._channel_stock[(channel, shop_id, str(sku_id))] = quantity
+            item_id, sku = _listings(channel).get(str(sku_id), ("", None))
+            self.stock_updates.append({"channel": channel, "shop_id": shop_id, "item_id": item_id, "sku_id": str(sku_id),
+                                       "sku": sku, "quantity": quantity, "via": via, "at": self.clock.now()})
+
+    def channel_stock_rows(self, channel: str | None = None) -> list[dict[str, Any]]:
+        """Every listing whose stock was set: {channel, shop_id, item_id, sku_id, sku, quantity}."""
+        with self._lock:
+            rows = sorted(self._channel_stock.items())
+        out = []
+        for (ch, shop_id, sku_id), quantity in rows:
+            if channel is None or ch == channel:
+                item_id, sku = _listings(ch).get(sku_id, ("", None))
+                out.append({"channel": ch, "shop_id": shop_id, "item_id": item_id, "sku_id": sku_id, "sku": sku,
+                            "quantity": quantity})
+        return out
 
     # ------------------------------------------------------------ orders
 

@@ -270,6 +270,8 @@ def _dispatch(sim: Simulator, shop: dict[str, Any], params: dict[str, str]) -> R
         return _decrypt(sim, shop, params)
     if method == "taobao.top.auth.token.refresh":
         return _refresh(sim, shop, params)
+    if method == "taobao.item.quantity.update":
+        return _quantity_update(sim, shop, params)
     raise TopError(22, "Invalid method")
 
 
@@ -351,3 +353,23 @@ def _refresh(sim: Simulator, shop: dict[str, Any], params: dict[str, str]) -> Re
         "taobao_user_nick": owner["name"], "expire_time": (sim.clock.now() + SESSION_LIFETIME_S) * 1000,
     }
     return _ok(sim, "top_auth_token_refresh_response", b'"token_result":' + orjson.dumps(orjson.dumps(result).decode()))
+
+
+def _quantity_update(sim: Simulator, shop: dict[str, Any], params: dict[str, str]) -> Response:
+    """taobao.item.quantity.update: num_iid + sku_id get quantity; type 1 (default) full, 2 incremental."""
+    num_iid, sku_id, kind = params.get("num_iid", ""), params.get("sku_id", ""), params.get("type", "1")
+    try:
+        quantity = int(params["quantity"])
+    except (KeyError, ValueError):
+        raise TopError(40, "Missing required arguments:quantity") from None
+    if kind not in ("1", "2") or (kind == "1" and quantity < 0):
+        raise TopError(41, "Invalid arguments", "isv.invalid-parameter:quantity", "全量更新时 quantity 须为非负整数，type 为 1 或 2")
+    if not sku_id or sim.listing(CHANNEL, sku_id, num_iid) is None:
+        raise TopError(15, "Remote service error", "isv.item-not-exist", "商品或SKU不存在")
+    now = quantity if kind == "1" else sim.channel_stock(CHANNEL, shop["shop_id"], sku_id) + quantity
+    if now < 0:
+        raise TopError(15, "Remote service error", "isv.item-quantity-invalid", "增量更新后库存不能小于0")
+    sim.set_channel_stock(CHANNEL, shop["shop_id"], sku_id, now, via="taobao.item.quantity.update")
+    item = {"num_iid": int(num_iid), "num": now, "modified": cst(sim.clock.now()),
+            "skus": {"sku": [{"sku_id": int(sku_id), "quantity": now, "modified": cst(sim.clock.now())}]}}
+    return _ok(sim, "item_quantity_update_response", b'"item":' + orjson.dumps(item))

@@ -292,6 +292,27 @@ def make_router(sim: Simulator) -> APIRouter:
         address |= {"national_code": "", "virtual_order_tel_number": ""}
         return _json({"errcode": 0, "errmsg": "ok", "address_info": address})
 
+    @router.post("/channels/ec/product/stock/update")
+    async def stock_update(request: Request) -> Response:
+        """diff_type 1 增加, 2 减少, 3 设置 the sku's stock by num (>= 0)."""
+        shop_id, refused = authorised_shop(request)
+        if refused is not None:
+            return refused
+        body = await json_body(request)
+        if body is None:
+            return error(47001, "data format error")
+        product_id, sku_id, diff_type, num = (body.get(k) for k in ("product_id", "sku_id", "diff_type", "num"))
+        if diff_type not in (1, 2, 3) or isinstance(num, bool) or not isinstance(num, int) or num < 0:
+            return error(40097, "invalid request body: diff_type 1/2/3, num >= 0")
+        if sim.listing(CHANNEL, str(sku_id), str(product_id)) is None:
+            return error(10020101, "product or sku not exist")  # [U] code
+        current = sim.channel_stock(CHANNEL, shop_id, str(sku_id))
+        now = {1: current + num, 2: current - num, 3: num}[diff_type]
+        if now < 0:
+            return error(10020102, "stock not enough")  # [U] code
+        sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), now, via="/channels/ec/product/stock/update")
+        return _json({"errcode": 0, "errmsg": "ok"})
+
     return router
 
 

@@ -216,6 +216,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _ok(sim.payload(order))
         if api == "youzan.trades.sold.get":
             return _sold_get(sim, shop_id, params)
+        if api == "youzan.item.quantity.update":
+            return _quantity_update(sim, shop_id, params)
         return _error(4004, f"api {api}/{version} 不存在")  # [U] code
 
     return router
@@ -235,3 +237,17 @@ def _sold_get(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
     total, orders = sim.search(CHANNEL, shop_id, start, end, (page_no - 1) * page_size, page_size, states=states)
     head = b'{"total_results":' + str(total).encode() + b',"full_order_info_list":['
     return _ok(head + b",".join(sim.payload(o) for o in orders) + b"]}")
+
+
+def _quantity_update(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """youzan.item.quantity.update: item_id + sku_id get quantity; type 0 (default) full, 1 incremental."""
+    item_id, sku_id, quantity, kind = params.get("item_id"), params.get("sku_id"), params.get("quantity"), params.get("type", 0)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (item_id, sku_id, quantity)) or kind not in (0, 1):
+        return _error(4000, "参数错误：item_id/sku_id/quantity 为整数，type 为 0（全量）或 1（增量）")
+    if sim.listing(CHANNEL, str(sku_id), str(item_id)) is None:
+        return _error(141500101, "商品或规格不存在")  # [U] code
+    now = quantity if kind == 0 else sim.channel_stock(CHANNEL, shop_id, str(sku_id)) + quantity
+    if now < 0:
+        return _error(4000, "参数错误：库存不能小于0")
+    sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), now, via="youzan.item.quantity.update")
+    return _ok(b'{"is_success":true}')

@@ -78,6 +78,12 @@ def _precision_error(row: int, column: str, shown: str) -> dict[str, Any]:
     return {"row": row, "column": column, "code": ErrorCode.PRECISION_LOST.value, "message": message}
 
 
+def read_grid(data: bytes, filename: str) -> list[list[Any]]:
+    """The cells of a CSV (UTF-8 or GBK) or XLSX file, row by row, header included."""
+    # XLSX cells keep their types (numbers, dates); CSV cells are text
+    return _xlsx_grid(data) if _kind(data, filename) == "xlsx" else _csv_grid(data)
+
+
 def _kind(data: bytes, filename: str) -> str:
     name = filename.lower()
     if name.endswith(".xls"):

@@ -61,3 +61,8 @@ def _sqlite_begin(conn: sa.Connection) -> None:
         conn.exec_driver_sql("BEGIN")
     else:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def is_deadlock(exc: BaseException) -> bool:
+    """PostgreSQL aborted one of two transactions waiting on each other; running it again is safe."""
+    return isinstance(exc, sa.exc.DBAPIError) and getattr(getattr(exc, "orig", None), "sqlstate", None) == "40P01"

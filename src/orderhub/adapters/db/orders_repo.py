@@ -11,6 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from orderhub.adapters.db import audit_repo, inventory_repo
 from orderhub.adapters.db.tables import (
     customer_channels,
     customer_identities,
@@ -103,6 +104,10 @@ class WritePlan:
     # order id -> pii_sealed, phone_hash, phone_last4_hash, pii_state (set after the order rows)
     pii: dict[str, dict[str, Any]] = field(default_factory=dict)
     merges: dict[str, str] = field(default_factory=dict)  # customer id -> the customer it folds into
+    # audit (services/audit.py): orders to (re-)audit, and stock to put back or ship from
+    audit: set[str] = field(default_factory=set)
+    release: dict[str, str] = field(default_factory=dict)  # order id -> actor (cancelled / closed)
+    consume: dict[str, str] = field(default_factory=dict)  # order id -> actor (shipped outside OrderHub)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     inbox_done: list[dict[str, Any]] = field(default_factory=list)
     inbox_retry: list[dict[str, Any]] = field(default_factory=list)
@@ -174,7 +179,7 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
         rows = []
         for change, customer_id in plan.creates:
             row = order_row(change, customer_id, 1, now, plan.snapshot_at.get(change.order.id))
-            row.update(ingested_at=now, tags=[], priority=0)
+            row.update(ingested_at=now, tags=[], priority=0, audit_state="pending" if change.order.id in plan.audit else None)
             rows.append(row)
         conn.execute(orders.insert(), rows)
         conn.execute(order_lines.insert(), [line for change, _ in plan.creates for line in line_rows(change)])
@@ -206,6 +211,8 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
             ),
             [{"b_id": oid, **{f"b_{k}": v for k, v in values.items()}} for oid, values in plan.pii.items()],
         )
+    if plan.audit or plan.release or plan.consume:
+        _hand_over_to_audit(conn, plan, now)
     if plan.identities:
         stmt = _insert(conn, customer_identities).on_conflict_do_nothing()
         conn.execute(stmt, [{"channel": c, "buyer_id": b, "customer_id": cid} for (c, b), cid in plan.identities.items()])
@@ -249,6 +256,27 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
         )
 
 
+def _hand_over_to_audit(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
+    """In the same transaction as the platform's change: orders that became paid (or changed what
+    the audit looks at) wait for audit; a cancelled order's stock goes back at once, and orders
+    held out of stock for those SKUs are audited again; an order shipped outside OrderHub uses its stock up."""
+    updated = [change.order.id for change, _, _ in plan.updates if change.order.id in plan.audit]
+    if updated:
+        audit_repo.set_audit_state(conn, updated, audit_repo.AuditState.PENDING)
+    for actors, release in ((plan.release, True), (plan.consume, False)):
+        by_actor: dict[str, list[str]] = {}
+        for order_id, actor in actors.items():
+            by_actor.setdefault(actor, []).append(order_id)
+        for actor, ids in sorted(by_actor.items()):
+            if release:
+                freed = inventory_repo.active_reservations(conn, ids)
+                inventory_repo.release(conn, ids, actor=actor, reason="订单取消/关闭 order cancelled or closed", now=now)
+                audit_repo.requeue_short(conn, {r["sku"] for rs in freed.values() for r in rs})
+            else:
+                inventory_repo.consume(conn, ids, actor=actor, now=now)
+            audit_repo.set_audit_state(conn, ids, None)
+
+
 def merge_customers(conn: sa.Connection, gone: str, keep: str) -> None:
     """Fold customer `gone` into `keep`: identities, orders and channels move, counts add up."""
     if gone == keep:
@@ -276,6 +304,7 @@ def _update_orders(
     mutable = [c for c in orders.c if c.name not in (
         "id", "channel", "original_id", "ingested_at", "warehouse", "priority", "tags", "rule_version",
         "pii_sealed", "phone_hash", "phone_last4_hash", "pii_state",
+        "audit_state", "audited_at", "carrier", "gifts", "decisions", "released_holds", "merge_group",
     )]
     values = {c.name: sa.bindparam(f"b_{c.name}") for c in mutable}
     stmt = sa.update(orders).where(orders.c.id == sa.bindparam("b_id"), orders.c.version == sa.bindparam("b_expected")).values(values)

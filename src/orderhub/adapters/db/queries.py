@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from orderhub.adapters.db.tables import customer_channels, customers, order_events, order_lines, orders, quarantine
+from orderhub.adapters.db.tables import customer_channels, customers, order_events, order_lines, orders, quarantine, reservations
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -39,6 +39,7 @@ class OrderFilters:
     hold: str | None = None
     q: str | None = None
     phone_last4_hash: str | None = None  # keyed hash of the buyer phone's last 4 digits
+    held: bool = False  # only orders with at least one hold (the exception queue)
 
 
 def encode_cursor(created_at: datetime, order_id: str) -> str:
@@ -76,6 +77,8 @@ def list_orders(conn: sa.Connection, filters: OrderFilters, limit: int, cursor: 
         query = query.where(sa.cast(orders.c.holds, sa.Text).like(f'%"{f.hold}"%'))
     if f.phone_last4_hash:
         query = query.where(orders.c.phone_last4_hash == f.phone_last4_hash)
+    if f.held:
+        query = query.where(sa.cast(orders.c.holds, sa.Text) != "[]")
     if f.q:
         term = f.q.strip()
         query = query.where(sa.or_(orders.c.original_id == term, orders.c.id == term.lower()))
@@ -117,7 +120,31 @@ def _with_details(conn: sa.Connection, rows: list[Any]) -> list[dict[str, Any]]:
         known = {c["id"]: dict(c) for c in conn.execute(sa.select(customers).where(customers.c.id.in_(customer_ids))).mappings()}
         for cid, chs in _channels_of(conn, customer_ids).items():
             known[cid]["channels"] = chs
-    return [_order_json(row, lines.get(row["id"], []), known.get(row["customer_id"])) for row in rows]
+    packages = _packages_of(conn, ids) if ids else {}
+    return [{**_order_json(row, lines.get(row["id"], []), known.get(row["customer_id"])), "packages": packages.get(row["id"], [])} for row in rows]
+
+
+def _packages_of(conn: sa.Connection, ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Order id -> its packages: what is reserved (or shipped) from which warehouse, line by line."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    query = (
+        sa.select(reservations).where(reservations.c.order_id.in_(ids), reservations.c.status != "released")
+        .order_by(reservations.c.order_id, reservations.c.package_no, reservations.c.line_no)
+    )
+    for r in conn.execute(query).mappings():
+        package = out.setdefault(r["order_id"], {}).setdefault(
+            r["package_no"], {"package_no": r["package_no"], "warehouse": r["warehouse"], "lines": []})
+        package["lines"].append({"line_no": r["line_no"], "sku": r["sku"], "qty": r["qty"], "gift": r["gift"], "status": r["status"]})
+    return {oid: [p[k] for k in sorted(p)] for oid, p in out.items()}
+
+
+def hold_counts(conn: sa.Connection) -> dict[str, int]:
+    """Orders per hold code, over every order that has a hold."""
+    counts: dict[str, int] = {}
+    for (holds,) in conn.execute(sa.select(orders.c.holds).where(sa.cast(orders.c.holds, sa.Text) != "[]")):
+        for code in {h["code"] for h in holds or []}:
+            counts[code] = counts.get(code, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _channels_of(conn: sa.Connection, customer_ids: set[str] | list[str]) -> dict[str, list[str]]:
@@ -167,6 +194,10 @@ def _order_json(row: Any, lines: list[dict[str, Any]], customer: Any) -> dict[st
         "tags": row["tags"],
         "shipment": row["shipment"],
         "rule_version": row["rule_version"],
+        "carrier": row["carrier"],
+        "gifts": row["gifts"] or [],
+        "merge_group": row["merge_group"],
+        "audit": {"state": row["audit_state"], "at": local(row["audited_at"]), "decisions": row["decisions"], "released_holds": row["released_holds"] or []},
         "version": row["version"],
     }
 

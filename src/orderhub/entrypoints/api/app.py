@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from orderhub import __version__
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import errors
+from orderhub.entrypoints.api.audit_routes import build_audit_router
 from orderhub.entrypoints.api.routes import build_router
 
 
@@ -33,5 +34,6 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     )
     errors.install(app)
     app.include_router(build_router(runtime))
+    app.include_router(build_audit_router(runtime))
     app.state.runtime = runtime
     return app

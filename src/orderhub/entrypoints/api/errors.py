@@ -15,6 +15,9 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.UNKNOWN_CHANNEL: 404,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.CONFLICT: 409,
+    ErrorCode.ORDER_STATE: 409,
+    ErrorCode.INSUFFICIENT_STOCK: 409,
+    ErrorCode.RULE_INVALID: 422,
     ErrorCode.INTAKE_UNAVAILABLE: 503,
 }
 

@@ -65,7 +65,12 @@ class Order(BaseModel):
     holds: list[dict[str, Any]]
     tags: list[str]
     shipment: dict[str, Any] | None
-    rule_version: str | None
+    rule_version: str | None = Field(description="the published audit configuration that decided it, e.g. audit@7")
+    carrier: str | None = Field(None, description="carrier chosen by the carrier rules (SF, ZTO, EMS …)")
+    gifts: list[dict[str, Any]] = Field(default_factory=list, description="gift offers: {rule, sku, qty, reached, shortfall, message}, e.g. 未达赠品门槛：差¥12.50")
+    merge_group: str | None = Field(None, description="orders with the same group ship as one package (合单)")
+    packages: list[dict[str, Any]] = Field(default_factory=list, description="what is reserved from which warehouse: [{package_no, warehouse, lines: [{line_no, sku, qty, gift, status}]}]")
+    audit: dict[str, Any] | None = Field(None, description="audit state (pending / done / short), when, what each rule set decided, holds a person released")
     version: int = Field(description="increments on every change (optimistic concurrency)")
 
 
@@ -150,3 +155,91 @@ class ChannelStatus(BaseModel):
     connection: ChannelConnection | None = Field(description="the message connection, for stream channels")
     last_error: ChannelError | None
     synced_until: datetime | None = Field(description="pull channels: orders modified before this are in")
+
+
+class OrderAction(BaseModel):
+    reason: str = Field(description="why (kept in the order's event log)", min_length=1)
+    actor: str = Field("api", description="who (until logins exist, the caller names itself)", max_length=64)
+    version: int | None = Field(None, description="the order version you saw; 409 `conflict` if it changed since")
+
+
+class HoldAction(OrderAction):
+    code: str | None = Field(None, description="one hold code; all holds when omitted (release/resolve)")
+
+
+class AddressEdit(OrderAction):
+    province: str
+    city: str
+    district: str
+    detail: str | None = Field(None, description="street detail in plaintext: sealed at rest, only a mask is stored on the order")
+
+
+class MergeRequest(BaseModel):
+    order_ids: list[str] = Field(min_length=2)
+    reason: str = Field(min_length=1)
+    actor: str = Field("api", max_length=64)
+
+
+class ActionResult(BaseModel):
+    id: str
+    status: str
+    version: int
+
+
+class StockRow(BaseModel):
+    sku: str
+    warehouse: str
+    on_hand: int
+    reserved: int
+    safety: int
+    available: int = Field(description="on_hand − reserved − safety")
+    updated_at: str | None = None
+
+
+class StockPage(BaseModel):
+    items: list[StockRow]
+    next_cursor: str | None
+
+
+class StockAdjust(BaseModel):
+    warehouse: str
+    delta: int = Field(description="units received (+) or written off (−)")
+    reason: str = Field(min_length=1)
+    actor: str = Field("api", max_length=64)
+
+
+class SafetyStock(BaseModel):
+    warehouse: str
+    safety: int = Field(ge=0)
+    actor: str = Field("api", max_length=64)
+
+
+class RuleDraft(BaseModel):
+    content: dict[str, Any] = Field(description="a GoRules JDM graph (what @gorules/jdm-editor edits)")
+    note: str | None = None
+    author: str = Field("api", max_length=64)
+
+
+class RulePublish(BaseModel):
+    note: str | None = None
+    author: str = Field("api", max_length=64)
+    version: int | None = Field(None, description="publish this stored version instead of the latest draft (rollback to it)")
+
+
+class RuleSwitch(BaseModel):
+    enabled: bool
+    author: str = Field("api", max_length=64)
+
+
+class DryRun(BaseModel):
+    order_id: str | None = Field(None, description="a stored order …")
+    order: dict[str, Any] | None = Field(None, description="… or an order body in the API's shape")
+    content: dict[str, Any] | None = Field(None, description="an unsaved draft; default: the set's saved draft")
+    version: int | None = Field(None, description="a stored version to try instead")
+
+
+class Backtest(BaseModel):
+    days: float = Field(7, gt=0, le=90)
+    limit: int = Field(20_000, ge=1, le=200_000)
+    content: dict[str, Any] | None = None
+    version: int | None = None

@@ -117,6 +117,9 @@ def upgrade() -> None:
     with op.batch_alter_table('skus', schema=None) as batch_op:
         batch_op.add_column(sa.Column('presale', sa.Boolean(), server_default=sa.false(), nullable=False))
 
+    # Orders already paid when this version is installed are audited like new ones.
+    op.execute("UPDATE orders SET audit_state = 'pending' WHERE status = 'paid'")
+
 
 
 def downgrade() -> None:

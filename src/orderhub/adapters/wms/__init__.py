@@ -1,0 +1,1 @@
+"""Adapters to the merchant's warehouse management system (WMS)."""
