@@ -353,3 +353,102 @@ audit_versions = sa.Table(
     sa.Column("note", sa.Text),
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
+
+# -- delivery to external systems (DESIGN.md §4.4, §4.8) ----------------------------------------
+
+# Every message to a WMS, carrier, platform or notification channel, written in the same
+# transaction as the change that causes it and relayed after commit (services/outbox.py).
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),  # e.g. wms.order, wms.freeze, platform.ship, notify.sms, webhook
+    sa.Column("endpoint", sa.String(64), nullable=False),  # where it goes; one circuit breaker per endpoint
+    sa.Column("order_id", sa.String(32)),
+    sa.Column("recipient", sa.String(128)),  # notifications: who (a keyed hash for phones), for rate limits
+    sa.Column("payload", Json, nullable=False),
+    sa.Column("idempotency_key", sa.String(64), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),  # higher first
+    sa.Column("status", sa.String(16), nullable=False, server_default="pending"),  # pending | sending | sent | dead
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("lease_until", UtcDateTime),
+    sa.Column("last_error", sa.Text),
+    sa.Column("response", Json),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("sent_at", UtcDateTime),
+    sa.UniqueConstraint("idempotency_key"),
+    sa.Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_outbox_order_id", "order_id"),
+    sa.Index("ix_outbox_recipient_created_at", "recipient", "created_at"),
+)
+
+# Message templates (Jinja2), Chinese by default; versioned by an updated row's version.
+notification_templates = sa.Table(
+    "notification_templates",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # e.g. shipped, stalled, delivered, intercept_result, freeze_alert
+    sa.Column("channel", sa.String(16), primary_key=True),  # sms | wecom | dingtalk | email | webhook
+    sa.Column("subject", sa.Text),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("enabled", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("updated_by", sa.String(64), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# -- logistics tracking (DESIGN.md §4.5) ---------------------------------------------------------
+
+# One row per parcel (waybill): where it is on the logistics state machine.
+parcels = sa.Table(
+    "parcels",
+    metadata,
+    sa.Column("waybill_no", sa.String(64), primary_key=True),
+    sa.Column("carrier", sa.String(32), nullable=False),
+    sa.Column("order_id", sa.String(32)),
+    sa.Column("package_no", sa.Integer),
+    sa.Column("state", sa.String(24), nullable=False),  # none | collected | in_transit | out_for_delivery | delivered | <exception sub-state>
+    sa.Column("shipped_at", UtcDateTime),
+    sa.Column("first_scan_at", UtcDateTime),
+    sa.Column("last_event_at", UtcDateTime),
+    sa.Column("stall", sa.String(32)),  # the stall rule that fired, while it holds
+    sa.Column("subscribed_at", UtcDateTime),
+    sa.Column("polled_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_parcels_order_id", "order_id"),
+    sa.Index("ix_parcels_state", "state"),
+)
+
+# Every carrier scan once (replays are harmless): the order's track, newest first.
+tracking_events = sa.Table(
+    "tracking_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("waybill_no", sa.String(64), nullable=False),
+    sa.Column("carrier", sa.String(32), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("state", sa.String(24), nullable=False),
+    sa.Column("carrier_code", sa.String(32)),  # the carrier's own status / opCode
+    sa.Column("description", sa.Text),
+    sa.Column("location", sa.String(128)),
+    sa.Column("source", sa.String(16), nullable=False),  # push | poll
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("waybill_no", "at", "carrier_code", "description"),
+    sa.Index("ix_tracking_events_waybill_no_at", "waybill_no", "at"),
+)
+
+# Exception tickets (stalled parcels and the like) for CS, one open ticket per order and kind.
+tickets = sa.Table(
+    "tickets",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # e.g. stall_no_first_scan, stall_in_transit, scan_before_ship
+    sa.Column("status", sa.String(16), nullable=False),  # open | closed
+    sa.Column("detail", Json),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("closed_at", UtcDateTime),
+    sa.Column("closed_by", sa.String(64)),
+    sa.Index("ix_tickets_status_kind", "status", "kind"),
+    sa.Index("ix_tickets_order_id", "order_id"),
+)
