@@ -72,7 +72,6 @@ class Process:
         self.log.close()
 
 
-@contextmanager
 def seed_catalogue(database_url: str, units: int = 1_000_000) -> None:
     """The demo catalogue, channel SKU mappings and ample stock, so every order is audited the
     whole way (rules, allocation, reservation) instead of stopping at 缺货."""
@@ -94,6 +93,7 @@ def seed_catalogue(database_url: str, units: int = 1_000_000) -> None:
         engine.dispose()
 
 
+@contextmanager
 def stack(backend: str, *, pull_interval_s: float = 2.0, before_hub: Callable[[str], None] | None = None) -> Iterator[dict[str, str]]:
     """Simulator + OrderHub on free ports, OrderHub on a fresh database of `backend`.
 

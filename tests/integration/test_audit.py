@@ -3,6 +3,7 @@ ready (stock reserved, warehouse chosen) or held with reasons, and the actions o
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,13 +23,14 @@ from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder
 from orderhub.domain.status import Status
 from orderhub.services import catalogue, order_actions, rule_trials
 
-TEE, BAG = "TS-TEE01-WH-L", "TS-BAG02-BE"
+TEE, BAG, PRE = "TS-TEE01-WH-L", "TS-BAG02-BE", "TS-PRE03"
 SKUS = [
-    {"code": TEE, "title": "测试纯棉T恤", "category": "服装", "price": 5990, "cost": 2000, "weight_g": 300},
-    {"code": BAG, "title": "测试帆布袋", "category": "家居", "price": 2990, "cost": 1000, "weight_g": 200},
-    {"code": "GIFT-01", "title": "帆布袋", "category": "赠品", "price": 0, "cost": 800, "weight_g": 120},
-    {"code": "GIFT-02", "title": "试用装小样", "category": "赠品", "price": 0, "cost": 500, "weight_g": 50},
-    {"code": "GIFT-03", "title": "会员礼盒", "category": "赠品", "price": 0, "cost": 3000, "weight_g": 600},
+    {"code": PRE, "title": "预售新款外套", "category": "服装", "price": 19900, "cost": 8000, "weight_g": 900, "presale": True},
+    {"code": TEE, "title": "测试纯棉T恤", "category": "服装", "price": 5990, "cost": 2000, "weight_g": 300, "presale": False},
+    {"code": BAG, "title": "测试帆布袋", "category": "家居", "price": 2990, "cost": 1000, "weight_g": 200, "presale": False},
+    {"code": "GIFT-01", "title": "帆布袋", "category": "赠品", "price": 0, "cost": 800, "weight_g": 120, "presale": False},
+    {"code": "GIFT-02", "title": "试用装小样", "category": "赠品", "price": 0, "cost": 500, "weight_g": 50, "presale": False},
+    {"code": "GIFT-03", "title": "会员礼盒", "category": "赠品", "price": 0, "cost": 3000, "weight_g": 600, "presale": False},
 ]
 WAREHOUSES = [{"code": "WH-EAST", "name": "华东仓", "city": "上海"}, {"code": "WH-SOUTH", "name": "华南仓", "city": "广州"}]
 
@@ -81,7 +83,7 @@ async def runtime(database_url, channel, tmp_path):
     )
     rt = Runtime(settings, channels=ChannelRegistry(push={"fake": channel}, sources={"fake": channel}, pull=set(), file=None))
     catalogue.upsert_catalogue(rt.engine, WAREHOUSES, SKUS)
-    set_stock(rt, [(TEE, "WH-EAST", 50), (TEE, "WH-SOUTH", 50), (BAG, "WH-EAST", 20), (BAG, "WH-SOUTH", 20)]
+    set_stock(rt, [(TEE, "WH-EAST", 50), (TEE, "WH-SOUTH", 50), (BAG, "WH-EAST", 20), (BAG, "WH-SOUTH", 20), (PRE, "WH-EAST", 10)]
               + [(g, w, 100) for g in ("GIFT-01", "GIFT-02", "GIFT-03") for w in ("WH-EAST", "WH-SOUTH")])
     await rt.start(workers=False, streams=False)
     yield rt
@@ -283,3 +285,29 @@ async def test_dry_run_and_backtest_show_what_a_draft_would_change(runtime, chan
     report = rule_trials.backtest(runtime.engine, runtime.rules, "routing", days=1)
     assert (report["orders"], report["changed"], report["by_change"]) == (2, 1, {"warehouse": 1})
     assert report["samples"][0]["order_id"] == order_id("fake", "D1")
+
+
+async def test_a_presale_line_ships_in_a_package_of_its_own_and_such_an_order_is_not_merged(runtime, channel):
+    await arrive(runtime, channel, build("PS1", lines=((TEE, 1, 5990), (PRE, 1, 19900))), build("PS2", lines=((BAG, 1, 2990),), created=30))
+    order = get(runtime, "PS1")
+    assert order["status"] == "ready" and order["audit"]["decisions"]["split"] is True
+    packages = {p["package_no"]: sorted(line["sku"] for line in p["lines"] if not line["gift"]) for p in order["packages"]}
+    assert sorted(packages.values()) == [[PRE], [TEE]]
+    assert {p["warehouse"] for p in order["packages"]} == {"WH-EAST"}
+    assert order["merge_group"] is None and get(runtime, "PS2")["merge_group"] is None
+
+
+async def test_an_order_with_a_line_being_refunded_reserves_only_the_rest_and_is_not_merged(runtime, channel):
+    refunding = build("RF1", lines=((TEE, 1, 5990), (BAG, 1, 2990)))
+    refunding = replace(refunding, lines=(refunding.lines[0], replace(refunding.lines[1], refund_status="refunding")))
+    await arrive(runtime, channel, refunding, build("RF2", created=30))
+    order = get(runtime, "RF1")
+    assert order["status"] == "ready"
+    assert [line["sku"] for p in order["packages"] for line in p["lines"] if not line["gift"]] == [TEE]
+    assert order["merge_group"] is None and get(runtime, "RF2")["merge_group"] is None
+
+
+async def test_a_street_the_platform_sent_only_encrypted_does_not_count_as_missing(runtime, channel):
+    await arrive(runtime, channel, replace(build("EN1", detail=""), pii={"address_detail": "$FAKEYWRkcmVzcw==$1$"}))
+    order = get(runtime, "EN1")
+    assert order["status"] == "ready" and "address_incomplete" not in [h["code"] for h in order["holds"]]

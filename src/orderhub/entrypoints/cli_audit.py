@@ -187,7 +187,7 @@ def inventory_ledger(sku: str, limit: int, config: Path | None) -> None:
             click.echo(f"{queries.local(r['at'])}  {r['warehouse']:<9} {r['kind']:<8} on_hand {r['on_hand_delta']:+d} reserved {r['reserved_delta']:+d}  {r['order_id'] or '-'}  {r['actor']}  {r['reason'] or ''}")
 
 
-@inventory.command("adjust")
+@inventory.command("adjust", context_settings={"ignore_unknown_options": True})  # so "-20" is a DELTA, not an option
 @click.argument("sku")
 @click.argument("warehouse")
 @click.argument("delta", type=int)

@@ -72,6 +72,7 @@ def load_audit_rows(conn: sa.Connection, ids: Sequence[str]) -> list[AuditRow]:
         orders.c.id, orders.c.channel, orders.c.shop_id, orders.c.status, orders.c.version, orders.c.created_at, orders.c.paid_at,
         orders.c.goods, orders.c.discount, orders.c.shipping, orders.c.paid, orders.c.address, orders.c.buyer, orders.c.buyer_message,
         orders.c.seller_remark, orders.c.holds, orders.c.released_holds, orders.c.customer_id, orders.c.merge_group, orders.c.tags,
+        orders.c.pii,
     )
     rows: list[Any] = []
     lines: dict[str, list[Any]] = {}
@@ -96,7 +97,9 @@ def load_audit_rows(conn: sa.Connection, ids: Sequence[str]) -> list[AuditRow]:
             id=row.id, channel=row.channel, shop_id=row.shop_id, created_at=row.created_at, paid_at=row.paid_at,
             goods=row.goods, discount=row.discount, shipping=row.shipping, paid=row.paid,
             province=address.get("province"), city=address.get("city"), district=address.get("district"),
-            address_detail=address.get("detail"), buyer_level=buyer.get("level"),
+            # a platform that sends the street only encrypted (有赞) still sent one: it is not missing
+            address_detail=address.get("detail") or ("***" if (row.pii or {}).get("address_detail") else None),
+            buyer_level=buyer.get("level"),
             buyer_message=row.buyer_message, seller_remark=row.seller_remark, lines=audit_lines,
             customer_channels=channels, customer_order_count=count,
         )
