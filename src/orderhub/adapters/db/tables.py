@@ -452,3 +452,45 @@ tickets = sa.Table(
     sa.Index("ix_tickets_status_kind", "status", "kind"),
     sa.Index("ix_tickets_order_id", "order_id"),
 )
+
+# -- fulfillment (DESIGN.md §4.4) ------------------------------------------------------------------
+
+# One row per package sent to a WMS: where it is between ready and shipped.
+fulfillments = sa.Table(
+    "fulfillments",
+    metadata,
+    sa.Column("order_id", sa.String(32), primary_key=True),
+    sa.Column("package_no", sa.Integer, primary_key=True),
+    sa.Column("warehouse", sa.String(32), nullable=False),
+    sa.Column("wms", sa.String(32), nullable=False),  # which WMS (settings name)
+    sa.Column("wms_order_no", sa.String(64)),
+    sa.Column("status", sa.String(16), nullable=False),  # queued | accepted | picking | packed | shipped | frozen | cancelled
+    sa.Column("carrier", sa.String(32)),
+    sa.Column("waybill_no", sa.String(64)),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("queued_at", UtcDateTime, nullable=False),
+    sa.Column("accepted_at", UtcDateTime),
+    sa.Column("packed_at", UtcDateTime),
+    sa.Column("shipped_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Index("ix_fulfillments_status", "status"),
+    sa.Index("ix_fulfillments_waybill_no", "waybill_no"),
+)
+
+# Freeze instructions (拦截): a cancel, address or remark change becomes one, sent to the WMS at once.
+freeze_instructions = sa.Table(
+    "freeze_instructions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("order_id", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # cancel | address | remark | expedite
+    sa.Column("source", sa.String(64), nullable=False),  # platform:douyin, cs:wang …
+    sa.Column("requested_at", UtcDateTime, nullable=False),  # when the change arrived (the platform message's receipt)
+    sa.Column("sent_at", UtcDateTime),
+    sa.Column("answered_at", UtcDateTime),
+    sa.Column("outcome", sa.String(16), nullable=False),  # pending | frozen | refused | supervisor | applied | too_late
+    sa.Column("detail", Json),
+    sa.Column("resolved_by", sa.String(64)),
+    sa.Index("ix_freeze_instructions_order_id", "order_id"),
+    sa.Index("ix_freeze_instructions_outcome", "outcome"),
+)
