@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import suppress
+from datetime import timedelta
+from typing import Any
 
 import httpx
 
@@ -13,12 +15,19 @@ from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter
 from orderhub.adapters.pii_crypto import PiiVault
+from orderhub.adapters.notify.dingtalk import DingTalkRobot, DingTalkRobotSender
+from orderhub.adapters.notify.mail import SmtpSender, SmtpSettings
+from orderhub.adapters.notify.sms import SmsGatewaySender
+from orderhub.adapters.notify.wecom import WeComRobotSender
+from orderhub.adapters.webhooks import WebhookSender
 from orderhub.adapters.wms.stock import HttpWmsStock
 from orderhub.config import Settings
 from orderhub.services.audit import Auditor
 from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.intake import Intake
+from orderhub.services.notifications import Notifier, RateLimits, seed_templates
+from orderhub.services.outbox import Relay
 from orderhub.services.processing import Processor
 from orderhub.services.pull import Puller
 from orderhub.services.rules import RuleBook
@@ -63,15 +72,48 @@ class Runtime:
         source = HttpWmsStock(wms.base_url, wms.app_key, wms.app_secret, wms.warehouses) if wms else None
         # the registry's adapters: stock pushes share their access tokens with intake and pulls
         self.stock_sync = StockSync(self.engine, self.shops, self.http, source, settings.stock_sync.buffers, adapters=self.channels.sources)
+        n = settings.notifications
+        self.notifier = Notifier(
+            self.engine, recipients=n.recipients, limits=RateLimits.from_settings(n.limits),
+            shop_names={(s.channel, s.shop_id): s.name for s in self.shops.all()},
+        )
+        self.outbox_wake = asyncio.Event()
+        o = settings.outbox
+        self.relay = Relay(
+            self.engine, self._senders(),
+            batch_size=o.batch_size, lease=timedelta(seconds=o.lease_s), max_attempts=o.max_attempts, base_delay_s=o.base_delay_s,
+            max_delay_s=o.max_delay_s, breaker_fail_max=o.breaker_fail_max, breaker_reset_s=o.breaker_reset_s,
+        )
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_tasks: list[asyncio.Task[None]] = []
         self.workers_running = False
+
+    def _senders(self) -> dict[str, Any]:
+        """Who delivers each kind of outbox message (keyed by the kind's family: webhook, notify, wms …)."""
+        senders: dict[str, Any] = {"webhook": WebhookSender(self.http, {name: (w.url, w.secret) for name, w in self.settings.webhooks.items()})}
+        n = self.settings.notifications
+        # notifications register under their full kinds: the relay only claims what it can send
+        if n.sms:
+            senders["notify.sms"] = SmsGatewaySender(n.sms.url, n.sms.app_key, n.sms.app_secret, self.vault, self.http)
+        if n.wecom_robots:
+            senders["notify.wecom"] = WeComRobotSender(n.wecom_robots, self.http)
+        if n.dingtalk_robots:
+            senders["notify.dingtalk"] = DingTalkRobotSender({k: DingTalkRobot(v.url, v.secret) for k, v in n.dingtalk_robots.items()}, self.http)
+        if n.email:
+            senders["notify.email"] = SmtpSender(SmtpSettings(**n.email.model_dump()))
+        return senders
+
+    def notify_outbox(self) -> None:
+        """Wake the relay now (a transaction just wrote outbox rows); safe from worker threads."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.outbox_wake.set)
 
     # -- lifecycle ----------------------------------------------------------------------
 
     async def start(self, *, workers: bool = True, streams: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.rules.ensure_defaults)
+        await asyncio.to_thread(seed_templates, self.engine)
         self.writer.start()
         if streams:
             self.start_streams()
@@ -111,6 +153,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
         self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
         self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
+        self._tasks.append(asyncio.create_task(self.relay.run_forever(wake=self.outbox_wake), name="orderhub-outbox-relay"))
 
     async def stop_workers(self) -> None:
         self.workers_running = False

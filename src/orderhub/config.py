@@ -65,6 +65,56 @@ class StockSyncSettings(BaseModel):
     wms: WmsSettings | None = None
 
 
+class WebhookTarget(BaseModel):
+    """An integration that receives OrderHub's signed outgoing webhooks (docs/outbox.md)."""
+
+    url: str
+    secret: str
+
+
+class OutboxSettings(BaseModel):
+    batch_size: int = 100
+    lease_s: float = 60.0  # a relay that crashed mid-send: its messages are sent again after this
+    max_attempts: int = 10  # then the message is dead, its error visible, retried by hand
+    base_delay_s: float = 2.0
+    max_delay_s: float = 600.0
+    breaker_fail_max: int = 5  # failures of one endpoint before its circuit opens
+    breaker_reset_s: float = 30.0
+
+
+class SmsGatewaySettings(BaseModel):
+    url: str
+    app_key: str
+    app_secret: str
+
+
+class DingTalkRobotSettings(BaseModel):
+    url: str
+    secret: str | None = None  # the robot's 加签 secret
+
+
+class SmtpServerSettings(BaseModel):
+    host: str
+    port: int = 25
+    sender: str = "OrderHub <orderhub@localhost>"
+    username: str | None = None
+    password: str | None = None
+    use_tls: bool = False
+    start_tls: bool | None = None
+    timeout_s: float = 20.0
+
+
+class NotificationSettings(BaseModel):
+    """Who hears about what, and through which channel (docs/notifications.md)."""
+
+    recipients: dict[str, list[str]] = Field(default_factory=dict)  # audience -> routes, e.g. {"buyer": ["sms"], "cs": ["wecom:cs-group"]}
+    limits: dict[str, Any] = Field(default_factory=dict)  # per-recipient rate limits
+    sms: SmsGatewaySettings | None = None
+    wecom_robots: dict[str, str] = Field(default_factory=dict)  # name -> webhook URL
+    dingtalk_robots: dict[str, DingTalkRobotSettings] = Field(default_factory=dict)
+    email: SmtpServerSettings | None = None
+
+
 class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -78,6 +128,9 @@ class Settings(BaseModel):
     max_attempts: int = 8  # fetch retries of one inbox row before its items are quarantined
     audit: bool = True  # run the audit stage (审单) in this process's workers
     stock_sync: StockSyncSettings = Field(default_factory=StockSyncSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    webhooks: dict[str, WebhookTarget] = Field(default_factory=dict)  # endpoint name -> url + secret
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     # incremental pull
     pull_interval_s: float = 10.0
     pull_overlap_s: float = 120.0  # re-read this much of the previous window: platforms index late

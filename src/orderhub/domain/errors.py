@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     SKU_UNMAPPED = "sku_unmapped"
     ORDER_STATE = "order_state"  # the order's status does not allow this action
     INSUFFICIENT_STOCK = "insufficient_stock"
+    TEMPLATE_INVALID = "template_invalid"  # a notification template that does not render (Jinja's error in the message)
 
 
 class OrderHubError(Exception):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import uvicorn
 
 from orderhub.bootstrap import Runtime
-from orderhub.config import Settings, ShopSettings, WmsSettings
+from orderhub.config import DingTalkRobotSettings, NotificationSettings, Settings, ShopSettings, SmsGatewaySettings, WmsSettings
 from orderhub.entrypoints.api.app import create_app
 from orderhub.demo.pos import pos_csv
 from orderhub.services import catalogue, imports
@@ -52,8 +52,30 @@ def demo_settings(settings: Settings, simulator_base: str) -> Settings:
         "interval_s": min(settings.stock_sync.interval_s, 60.0),
         "wms": settings.stock_sync.wms or WmsSettings(base_url=f"{simulator_base}/wms", **DEMO_WMS_APP),
     })
+    # the simulator also receives the notifications: SMS gateway, 企业微信 and 钉钉 robots
+    notifications = settings.notifications
+    if not (notifications.sms or notifications.wecom_robots or notifications.dingtalk_robots or notifications.email):
+        notifications = demo_notifications(simulator_base)
     # the demo's JD pull runs often so the console visibly fills up
-    return settings.model_copy(update={"shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0), "stock_sync": stock_sync})
+    return settings.model_copy(update={
+        "shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0), "stock_sync": stock_sync, "notifications": notifications,
+    })
+
+
+def demo_notifications(simulator_base: str) -> NotificationSettings:
+    from orderhub.simulator.notify import DEMO_SMS_APP
+
+    robot = f"{simulator_base}/notify"
+    return NotificationSettings(
+        recipients={"buyer": ["sms"], "cs": ["wecom:cs-group"], "warehouse": ["dingtalk:wh-east", "wecom:warehouse"]},
+        sms=SmsGatewaySettings(url=f"{robot}/sms/send", **DEMO_SMS_APP),
+        wecom_robots={
+            "cs-group": f"{robot}/wecom/cgi-bin/webhook/send?key=fake-wecom-key-cs-group",
+            "warehouse": f"{robot}/wecom/cgi-bin/webhook/send?key=fake-wecom-key-warehouse",
+        },
+        dingtalk_robots={"wh-east": DingTalkRobotSettings(
+            url=f"{robot}/dingtalk/robot/send?access_token=fake-dingtalk-token-wh-east", secret="SECfake-dingtalk-secret-wh-east-0001")},
+    )
 
 
 def seed_demo_catalogue(engine: sa.Engine) -> None:

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
-from orderhub.simulator import wms
+from orderhub.simulator import notify, wms
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import MODES
 from orderhub.simulator.pusher import WEBHOOK_PATHS
@@ -66,6 +66,8 @@ def create_app(sim: Simulator) -> FastAPI:
         app.include_router(module.make_router(sim), prefix=f"/{channel}")
     app.include_router(wms.make_router(sim.wms), prefix="/wms")
     app.include_router(wms.make_control_router(sim.wms), prefix="/_sim/wms")
+    app.include_router(notify.make_router(sim.notify), prefix="/notify")
+    app.include_router(notify.make_control_router(sim.notify), prefix="/_sim/notify")
 
     @app.middleware("http")
     async def injected_faults(request: Request, call_next: Any) -> Response:

@@ -17,7 +17,7 @@ import orjson
 
 from orderhub.demo import catalogue
 from orderhub.demo.shops import DEMO_SHOPS
-from orderhub.simulator import douyin, jd, kuaishou, pdd, pii, taobao, wechat_channels, wms, youzan
+from orderhub.simulator import douyin, jd, kuaishou, notify, pdd, pii, taobao, wechat_channels, wms, youzan
 from orderhub.simulator import model as m
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import Faults
@@ -128,6 +128,7 @@ class Simulator:
         self._channel_stock: dict[tuple[str, str, str], int] = {}
         self.stock_updates: list[dict[str, Any]] = []
         self.wms = wms.WmsState()
+        self.notify = notify.NotifyState()  # SMS gateway and robot webhooks: what OrderHub sent
 
     # ------------------------------------------------------------ shops and tokens
 

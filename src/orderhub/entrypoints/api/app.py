@@ -11,6 +11,8 @@ from orderhub import __version__
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.audit_routes import build_audit_router
+from orderhub.entrypoints.api.notification_routes import build_notification_router
+from orderhub.entrypoints.api.outbox_routes import build_outbox_router
 from orderhub.entrypoints.api.routes import build_router
 
 
@@ -35,5 +37,7 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(build_router(runtime))
     app.include_router(build_audit_router(runtime))
+    app.include_router(build_outbox_router(runtime))
+    app.include_router(build_notification_router(runtime))
     app.state.runtime = runtime
     return app

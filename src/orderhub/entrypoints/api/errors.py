@@ -18,6 +18,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.ORDER_STATE: 409,
     ErrorCode.INSUFFICIENT_STOCK: 409,
     ErrorCode.RULE_INVALID: 422,
+    ErrorCode.TEMPLATE_INVALID: 422,
     ErrorCode.INTAKE_UNAVAILABLE: 503,
 }
 
