@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import suppress
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 
 from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
+from orderhub.adapters.channels.ship_writeback import ShipSender
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter
 from orderhub.adapters.pii_crypto import PiiVault
+from orderhub.adapters.carriers.kuaidi100 import Kuaidi100, Kuaidi100Config
+from orderhub.adapters.carriers.sf import Sf, SfConfig
 from orderhub.adapters.notify.dingtalk import DingTalkRobot, DingTalkRobotSender
 from orderhub.adapters.notify.mail import SmtpSender, SmtpSettings
 from orderhub.adapters.notify.sms import SmsGatewaySender
@@ -32,8 +35,14 @@ from orderhub.services.processing import Processor
 from orderhub.services.pull import Puller
 from orderhub.services.rules import RuleBook
 from orderhub.services.stock_sync import StockSync
+from orderhub.services.tracking import Tracker, default_stall_rules
 
 log = logging.getLogger(__name__)
+
+
+def rule_book(engine: Any) -> RuleBook:
+    """Every versioned rule set: the audit's, and the stall rules of logistics tracking."""
+    return RuleBook(engine, extra_sets={"stall": default_stall_rules})
 
 
 class Runtime:
@@ -66,7 +75,7 @@ class Runtime:
             self.engine, self.channels, self.http,
             overlap_s=settings.pull_overlap_s, lookback_s=settings.pull_lookback_s, monitor=self.monitor,
         )
-        self.rules = RuleBook(self.engine)
+        self.rules = rule_book(self.engine)
         self.auditor = Auditor(self.engine, self.rules, batch_size=settings.batch_size)
         wms = settings.stock_sync.wms
         source = HttpWmsStock(wms.base_url, wms.app_key, wms.app_secret, wms.warehouses) if wms else None
@@ -76,6 +85,13 @@ class Runtime:
         self.notifier = Notifier(
             self.engine, recipients=n.recipients, limits=RateLimits.from_settings(n.limits),
             shop_names={(s.channel, s.shop_id): s.name for s in self.shops.all()},
+        )
+        c = settings.carriers
+        self.tracker = Tracker(
+            self.engine, self.rules, http=self.http, poll_after=timedelta(hours=settings.tracking.poll_after_h),
+            kuaidi100=Kuaidi100(Kuaidi100Config(**c.kuaidi100.model_dump())) if c.kuaidi100 else None,
+            sf=Sf(SfConfig(**c.sf.model_dump())) if c.sf else None,
+            on_stall=self._on_stall,
         )
         self.outbox_wake = asyncio.Event()
         o = settings.outbox
@@ -91,6 +107,8 @@ class Runtime:
     def _senders(self) -> dict[str, Any]:
         """Who delivers each kind of outbox message (keyed by the kind's family: webhook, notify, wms …)."""
         senders: dict[str, Any] = {"webhook": WebhookSender(self.http, {name: (w.url, w.secret) for name, w in self.settings.webhooks.items()})}
+        # ship confirmations to the channels, sharing the adapters' access tokens with intake and pulls
+        senders["platform.ship"] = ShipSender(self.http, self.shops, adapters=self.channels.sources)
         n = self.settings.notifications
         # notifications register under their full kinds: the relay only claims what it can send
         if n.sms:
@@ -102,6 +120,11 @@ class Runtime:
         if n.email:
             senders["notify.email"] = SmtpSender(SmtpSettings(**n.email.model_dump()))
         return senders
+
+    def _on_stall(self, conn: Any, order_id: str, code: str, reason: str) -> None:
+        """A stalled parcel tells CS and the buyer (in the transaction that opened the ticket)."""
+        self.notifier.notify(conn, order_id, "stalled", context={"stall": code, "stall_label": reason, "key": code},
+                             audience=("cs", "buyer"), now=datetime.now(UTC))
 
     def notify_outbox(self) -> None:
         """Wake the relay now (a transaction just wrote outbox rows); safe from worker threads."""
@@ -154,6 +177,7 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
         self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
         self._tasks.append(asyncio.create_task(self.relay.run_forever(wake=self.outbox_wake), name="orderhub-outbox-relay"))
+        self._tasks.append(asyncio.create_task(self.tracker.run_forever(self.settings.tracking.stall_check_interval_s), name="orderhub-tracking"))
 
     async def stop_workers(self) -> None:
         self.workers_running = False

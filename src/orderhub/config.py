@@ -115,6 +115,29 @@ class NotificationSettings(BaseModel):
     email: SmtpServerSettings | None = None
 
 
+class Kuaidi100Settings(BaseModel):
+    customer: str
+    key: str
+    salt: str  # signs the subscription pushes: sign = UPPER(md5(param + salt))
+    base_url: str = "https://poll.kuaidi100.com"
+
+
+class SfSettings(BaseModel):
+    checkword: str
+    partner_id: str = ""
+    base_url: str = "https://bspgw.sf-express.com"
+
+
+class CarrierSettings(BaseModel):
+    kuaidi100: Kuaidi100Settings | None = None
+    sf: SfSettings | None = None
+
+
+class TrackingSettings(BaseModel):
+    poll_after_h: float = 6.0  # a parcel with no push for this long is polled
+    stall_check_interval_s: float = 300.0
+
+
 class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -131,6 +154,8 @@ class Settings(BaseModel):
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     webhooks: dict[str, WebhookTarget] = Field(default_factory=dict)  # endpoint name -> url + secret
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    carriers: CarrierSettings = Field(default_factory=CarrierSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     # incremental pull
     pull_interval_s: float = 10.0
     pull_overlap_s: float = 120.0  # re-read this much of the previous window: platforms index late

@@ -60,7 +60,7 @@ async def test_a_rule_draft_is_validated_dry_run_back_tested_published_and_rolle
     order = await audited(api, "7101")
     listing = (await api.client.get("/api/v1/rules")).json()
     assert listing["rule_version"] == "audit@1"
-    assert {s["name"] for s in listing["sets"]} == {"routing", "priority", "holds", "gifts", "carrier", "split"}
+    assert {s["name"] for s in listing["sets"]} == {"routing", "priority", "holds", "gifts", "carrier", "split", "stall"}
 
     bad = await api.client.put("/api/v1/rules/holds", json={"content": {"nodes": "no"}, "author": "ops-lead"})
     assert (bad.status_code, bad.json()["code"], bad.json()["field"]) == (422, "rule_invalid", "content")

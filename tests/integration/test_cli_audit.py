@@ -26,7 +26,7 @@ def run(tmp_path, monkeypatch):
 def test_rules_are_listed_switched_shown_and_refused_clearly_from_the_command_line(run, tmp_path):
     code, out = run("rules", "list")
     assert code == 0 and out.splitlines()[0] == "live: audit@1"
-    assert {line.split()[0] for line in out.splitlines()[1:]} == {"routing", "priority", "holds", "gifts", "carrier", "split"}
+    assert {line.split()[0] for line in out.splitlines()[1:]} == {"routing", "priority", "holds", "gifts", "carrier", "split", "stall"}
     code, out = run("rules", "switch", "holds", "risk-xinjiang-tibet", "--off", "--actor", "ops-lead")
     assert code == 0 and json.loads(out)["rule_version"] == "audit@2"
     assert "off: risk-xinjiang-tibet" in run("rules", "list")[1]

@@ -17,6 +17,7 @@ from orderhub.adapters.db import audit_repo, inventory_repo, migrate, queries
 from orderhub.adapters.db.engine import create_engine
 from orderhub.entrypoints.cli import _Group, _settings, main
 from orderhub.services import order_actions, rule_trials
+from orderhub.bootstrap import rule_book
 from orderhub.services.rules import RuleBook
 
 CONFIG = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
@@ -37,7 +38,7 @@ def _engine(config: Path | None) -> Iterator[sa.Engine]:
 @contextmanager
 def _rulebook(config: Path | None) -> Iterator[tuple[sa.Engine, RuleBook]]:
     with _engine(config) as engine:
-        book = RuleBook(engine)
+        book = rule_book(engine)
         book.ensure_defaults()
         yield engine, book
 

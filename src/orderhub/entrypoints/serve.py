@@ -12,7 +12,10 @@ import sqlalchemy as sa
 import uvicorn
 
 from orderhub.bootstrap import Runtime
-from orderhub.config import DingTalkRobotSettings, NotificationSettings, Settings, ShopSettings, SmsGatewaySettings, WmsSettings
+from orderhub.config import (
+    CarrierSettings, DingTalkRobotSettings, Kuaidi100Settings, NotificationSettings, Settings, SfSettings, ShopSettings,
+    SmsGatewaySettings, WmsSettings,
+)
 from orderhub.entrypoints.api.app import create_app
 from orderhub.demo.pos import pos_csv
 from orderhub.services import catalogue, imports
@@ -56,9 +59,16 @@ def demo_settings(settings: Settings, simulator_base: str) -> Settings:
     notifications = settings.notifications
     if not (notifications.sms or notifications.wecom_robots or notifications.dingtalk_robots or notifications.email):
         notifications = demo_notifications(simulator_base)
+    carriers = settings.carriers
+    if not (carriers.kuaidi100 or carriers.sf):  # the simulator plays Kuaidi100 and SF: pushes and the query APIs
+        from orderhub.simulator.carriers import DEMO_KUAIDI100, DEMO_SF
+
+        carriers = CarrierSettings(kuaidi100=Kuaidi100Settings(**DEMO_KUAIDI100, base_url=f"{simulator_base}/kuaidi100"),
+                                   sf=SfSettings(**DEMO_SF, base_url=f"{simulator_base}/sf"))
     # the demo's JD pull runs often so the console visibly fills up
     return settings.model_copy(update={
         "shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0), "stock_sync": stock_sync, "notifications": notifications,
+        "carriers": carriers,
     })
 
 

@@ -65,8 +65,16 @@ def _now() -> datetime:
 class RuleBook:
     """Rule sets and audit configurations in the database, loaded into one RuleEngine."""
 
-    def __init__(self, engine: sa.Engine, rule_engine: RuleEngine | None = None, refresh_s: float = 1.0) -> None:
+    def __init__(
+        self, engine: sa.Engine, rule_engine: RuleEngine | None = None, refresh_s: float = 1.0,
+        *, extra_sets: Mapping[str, Callable[[], dict]] | None = None,
+    ) -> None:
         self.db = engine
+        # Sets versioned here that are not part of the audit (e.g. "stall", services/tracking.py):
+        # name -> its default content. ensure_defaults seeds them; drafts, publish, roll back and
+        # switches work as for any set, but publishing one writes no audit version and decide()
+        # never runs it: its users read it with live_set().
+        self.extra_sets = dict(extra_sets or {})
         self.rule_engine = rule_engine or RuleEngine()
         self.refresh_s = refresh_s
         self._live: LiveAudit | None = None
@@ -114,6 +122,22 @@ class RuleBook:
     def decide(self, order: AuditOrder, *, live: LiveAudit | None = None, trace: bool = False) -> tuple[Decision, dict | None]:
         live = live or self.live()
         return self.rule_engine.decide(live.keys, order, trace=trace)
+
+    def live_set(self, name: str) -> tuple[str, str]:
+        """(label, engine key) of the published version of an extra set, e.g. ("stall@2", key), loaded
+        into the engine with its switched-off rows left out (switches share audit_versions.disabled)."""
+        if name not in self.extra_sets:
+            raise OrderHubError(ErrorCode.NOT_FOUND, f"{name!r} is not a rule set outside the audit", field="name")
+        with self.db.connect() as conn:
+            query = sa.select(rule_sets.c.version).where(rule_sets.c.name == name, rule_sets.c.state == "published")
+            version = conn.execute(query).scalar_one_or_none()
+            if version is None:
+                raise OrderHubError(ErrorCode.NOT_FOUND, f"rule set {name!r} has no published version: ensure_defaults() seeds one")
+            off = _disabled_in(name, self._latest_audit(conn)[2])
+            key = f"{name}@{version}#{_digest(off)}"
+            if not self.rule_engine.loaded(key):
+                self.rule_engine.load(key, self._content(conn, name, version), off)
+        return f"{name}@{version}", key
 
     def with_draft(self, name: str, content: dict | None = None, version: int | None = None) -> LiveAudit:
         """The live configuration with one set replaced: by `content`, a stored `version`, or the set's latest draft."""
@@ -193,10 +217,11 @@ class RuleBook:
         def seed(conn: sa.Connection) -> None:
             existing = set(conn.execute(sa.select(rule_sets.c.name).distinct()).scalars())
             now = _now()
-            missing = [name for name in RULE_SETS if name not in existing]
+            missing = [name for name in (*RULE_SETS, *self.extra_sets) if name not in existing]
             for name in missing:
+                content = self.extra_sets[name]() if name in self.extra_sets else default_content(name)
                 conn.execute(rule_sets.insert().values(
-                    name=name, version=1, state="published", content=default_content(name), note="default rules",
+                    name=name, version=1, state="published", content=content, note="default rules",
                     author=author, created_at=now, published_at=now,
                 ))  # fmt: skip
             version, sets, disabled = self._latest_audit(conn)
@@ -252,6 +277,8 @@ class RuleBook:
             where = rule_sets.c.name == name
             conn.execute(rule_sets.update().where(where, rule_sets.c.state == "published").values(state="retired"))
             conn.execute(rule_sets.update().where(where, rule_sets.c.version == target).values(state="published", published_at=_now()))
+            if name in self.extra_sets:
+                return {"name": name, "version": target, "rule_version": f"{name}@{target}"}
             audit, sets, disabled = self._latest_audit(conn)
             self._insert_audit(conn, audit + 1, {**sets, name: target}, disabled, author, note or f"publish {name} v{target}")
             return {"name": name, "version": target, "audit_version": audit + 1, "rule_version": f"audit@{audit + 1}"}
@@ -263,6 +290,9 @@ class RuleBook:
         with self.db.connect() as conn:
             self._require_set(conn, name)
             history = conn.execute(sa.select(audit_versions.c.sets).order_by(audit_versions.c.version.desc())).scalars()
+            if name in self.extra_sets:  # not in the audit history: each version's last publish time orders them
+                query = sa.select(rule_sets.c.version).where(rule_sets.c.name == name, rule_sets.c.published_at.is_not(None))
+                history = ({name: v} for v in conn.execute(query.order_by(rule_sets.c.published_at.desc())).scalars())
             current = previous = None
             for sets in history:
                 live = sets.get(name)

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
-from orderhub.simulator import notify, wms
+from orderhub.simulator import carriers, notify, wms
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import MODES
 from orderhub.simulator.pusher import WEBHOOK_PATHS
@@ -55,7 +55,13 @@ def create_app(sim: Simulator) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # the carriers push every registered parcel's new scans to OrderHub, as Kuaidi100 and SF do
+        tracks = asyncio.create_task(sim.carriers.push_forever(sim.pusher.client(), 5.0, sim.target_url)) if sim.target_url else None
         yield
+        if tracks is not None:
+            tracks.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tracks
         if sim.feed is not None:
             await sim.feed.stop()
         await sim.pusher.aclose()
@@ -68,6 +74,8 @@ def create_app(sim: Simulator) -> FastAPI:
     app.include_router(wms.make_control_router(sim.wms), prefix="/_sim/wms")
     app.include_router(notify.make_router(sim.notify), prefix="/notify")
     app.include_router(notify.make_control_router(sim.notify), prefix="/_sim/notify")
+    app.include_router(carriers.make_router(sim.carriers))
+    app.include_router(carriers.make_control_router(sim.carriers, sim.pusher.client), prefix="/_sim/carriers")
 
     @app.middleware("http")
     async def injected_faults(request: Request, call_next: Any) -> Response:
@@ -119,6 +127,11 @@ def create_app(sim: Simulator) -> FastAPI:
             raise HTTPException(400, "needs a catalogue sku_id of the channel and an integer quantity >= 0")
         sim.set_channel_stock(channel, str(req.get("shop_id") or sim.shop(channel)["shop_id"]), sku_id, quantity, via="_sim")
         return _json({"items": sim.channel_stock_rows(channel)})
+
+    @app.get("/_sim/shipments")
+    async def shipments(channel: str | None = None) -> Response:
+        """Every ship write-back the platforms accepted, in order (simulator/shipments.py)."""
+        return _json({"items": [s for s in list(sim.shipments) if channel is None or s["channel"] == channel]})
 
     @app.get("/_sim/stats")
     async def stats() -> Response:

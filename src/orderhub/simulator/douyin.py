@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from orderhub.demo.catalogue import CATEGORY_CIDS
 from orderhub.simulator import model as m
-from orderhub.simulator import pii
+from orderhub.simulator import pii, shipments
 from orderhub.simulator.amounts import end_of_day_cst
 from orderhub.simulator.pusher import WEBHOOK_PATHS, Push
 
@@ -223,6 +223,7 @@ def _error(sim: Simulator, code: int, msg: str, sub_code: str, sub_msg: str) -> 
 
 def make_router(sim: Simulator) -> APIRouter:
     router = APIRouter()
+    pack_replies: dict[str, bytes] = {}  # logisticsAddMultiPack request_id -> its first successful reply
 
     @router.post("/{method_path:path}")
     async def call(method_path: str, request: Request) -> Response:
@@ -262,6 +263,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _batch_decrypt(sim, shop_id, params)
         if method == "sku.syncStock":
             return _sync_stock(sim, shop_id, params)
+        if method in ("order.logisticsAdd", "order.logisticsAddMultiPack"):
+            return _logistics_add(sim, shop_id, method, params, pack_replies)
         return _error(sim, 40004, "参数错误", "isv.method-not-found", f"不支持的方法 {method}")
 
     return router
@@ -334,3 +337,56 @@ def _sync_stock(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Respons
         return _error(sim, 50002, "业务处理失败", "isv.business-failed:sku-not-found", "商品或规格不存在")
     sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), stock_num, via="sku.syncStock")
     return _ok(sim, b"{}")
+
+
+# ---------------------------------------------------------------- ship (order.logisticsAdd / logisticsAddMultiPack)
+
+# Refusals as 抖店 words them (its error table, as copied in sevencat/ecommerce_sdk).
+_SHIP_REFUSALS = {
+    shipments.UNKNOWN: (50002, "isv.business-failed:60033", "订单不存在，请仔细检查后重试。"),
+    shipments.CANCELLED: (50002, "isv.business-failed:60021", "订单已取消，禁止发货。"),
+    shipments.UNPAID: (50002, "isv.business-failed:60137", "订单未支付，禁止发货。"),
+    shipments.ALREADY: (50002, "isv.business-failed:60110", "订单已发货，不允许再次执行发货。"),
+    shipments.BAD_WAYBILL: (40004, "isv.parameter-invalid:60017", "物流单号不符合规则"),
+    shipments.BAD_CARRIER: (50002, "isv.business-failed:60018", "暂不支持该物流公司或物流商已失效，请检查。"),
+    shipments.BAD_LINES: (50002, "isv.business-failed:60102", "60102:商品单不存在，请仔细检查后重试"),
+}
+
+
+def _logistics_add(sim: Simulator, shop_id: str, method: str, params: dict[str, Any], replies: dict[str, bytes]) -> Response:
+    """logisticsAdd ships the whole order; logisticsAddMultiPack ships the sku orders each pack lists,
+    and a repeated request_id gets the first call's reply without shipping again."""
+    order_id = str(params.get("order_id") or "")
+    request_id = str(params.get("request_id") or "")
+    if method == "order.logisticsAdd":
+        packs: Any = [{"company_code": params.get("company_code"), "logistics_code": params.get("logistics_code")}]
+    else:
+        if not request_id:
+            return _error(sim, 40002, "缺少必选参数", "isv.missing-parameter:50050", "发货请求id不能为空，请检查requestId")
+        if request_id in replies:
+            return _ok(sim, replies[request_id])
+        packs = params.get("pack_list")
+    if not order_id or not isinstance(packs, list) or not packs or not all(isinstance(p, dict) for p in packs):
+        return _error(sim, 40004, "非法的参数", "isv.parameter-invalid:50049", "订单号或包裹信息为空或格式错误")
+    out = []
+    for pack in packs:
+        line_ids = None
+        if "shipped_order_info" in pack:
+            infos = pack["shipped_order_info"]
+            if not isinstance(infos, list) or not infos or not all(isinstance(i, dict) for i in infos):
+                return _error(sim, 50002, "业务处理失败", "isv.business-failed:60036", "发货信息为空。")
+            line_ids = [str(i.get("shipped_order_id", "")) for i in infos]
+        code, waybill = str(pack.get("company_code") or ""), str(pack.get("logistics_code") or "")
+        if not code:
+            return _error(sim, 40002, "缺少必选参数", "isv.missing-parameter:60011", "物流公司编码不允许为空。")
+        outcome = shipments.ship(sim, CHANNEL, shop_id, order_id, carrier=code if code in shipments.CARRIER_NAMES else None,
+                                 platform_carrier=code, waybill_no=waybill, line_ids=line_ids, via=method)
+        if outcome.result != shipments.SHIPPED:
+            err, sub_code, sub_msg = _SHIP_REFUSALS[outcome.result]
+            return _error(sim, err, "业务处理失败" if err == 50002 else "非法的参数", sub_code, sub_msg)
+        out.append({"shipped_order_info": pack.get("shipped_order_info") or [], "logistics_code": waybill,
+                    "pack_id": f"{order_id}{len(out) + 1:02d}"})
+    data = orjson.dumps({"pack_list": out}) if method == "order.logisticsAddMultiPack" else b"{}"
+    if request_id:
+        replies[request_id] = data
+    return _ok(sim, data)

@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from orderhub.simulator import model as m
-from orderhub.simulator import pii
+from orderhub.simulator import pii, shipments
 from orderhub.simulator.amounts import cst, parse_cst, yuan
 
 if TYPE_CHECKING:
@@ -121,6 +121,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _get(sim, shop_id, params)
         if method == "jingdong.stock.write.updateSkuStock":
             return _update_sku_stock(sim, shop_id, params)
+        if method == "jingdong.pop.order.shipment":
+            return _shipment(sim, shop_id, params)
         return _error("15", "不存在的方法名", "Invalid Method")
 
     return router
@@ -169,3 +171,31 @@ def _update_sku_stock(sim: Simulator, shop_id: str, params: dict[str, Any]) -> R
     else:
         sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), stock_num, via="jingdong.stock.write.updateSkuStock")
     return Response(orjson.dumps({"jingdong_stock_write_updateSkuStock_responce": node}), media_type="application/json")
+
+
+# logiCoprId (the seller's carriers in 京麦「我的配送」) -> the simulator's carrier; JD ids as an
+# integrator's code lists them (467 and 465 confirmed by a second one), 3046 德邦 [U].
+_CARRIERS = {"467": "shunfeng", "1499": "zhongtong", "463": "yuantong", "1327": "yunda", "470": "shentong",
+             "465": "ems", "2087": "jd", "3046": "debangkuaidi"}
+# Refusals inside sopjosshipment_result (errorCode and words this simulator's own [U]).
+_SHIPMENT_REFUSALS = {
+    shipments.UNKNOWN: ("10100100", "订单不存在", "order not exist"),
+    shipments.CANCELLED: ("10100101", "订单已取消，不能出库", "order canceled"),
+    shipments.UNPAID: ("10100102", "订单未付款，不能出库", "order not paid"),
+    shipments.ALREADY: ("10100103", "订单已出库", "order already out of storage"),
+    shipments.BAD_WAYBILL: ("10100104", "运单号不合法", "invalid logiNo"),
+    shipments.BAD_CARRIER: ("10100105", "承运商不存在或未签约", "invalid logiCoprId"),
+}
+
+
+def _shipment(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """jingdong.pop.order.shipment (SOP 出库发货): the whole order leaves with one waybill."""
+    order_id, copr, logi_no = str(params.get("orderId", "")), str(params.get("logiCoprId", "")), str(params.get("logiNo", ""))
+    outcome = shipments.ship(sim, CHANNEL, shop_id, order_id, carrier=_CARRIERS.get(copr), platform_carrier=copr,
+                             waybill_no=logi_no, line_ids=None, via="jingdong.pop.order.shipment", jd_logistics_id=copr)
+    result: dict[str, Any] = {"success": True, "errorCode": "0", "chineseErrCode": "成功", "englishErrCode": "success"}
+    if outcome.result != shipments.SHIPPED:
+        code, zh, en = _SHIPMENT_REFUSALS[outcome.result]
+        result = {"success": False, "errorCode": code, "chineseErrCode": zh, "englishErrCode": en}
+    body = {"jingdong_pop_order_shipment_responce": {"code": "0", "sopjosshipment_result": result}}
+    return Response(orjson.dumps(body), media_type="application/json")

@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request, Response
 
 from orderhub.demo.catalogue import CATEGORY_CIDS, skus
 from orderhub.simulator import model as m
+from orderhub.simulator import shipments
 from orderhub.simulator.amounts import end_of_day_cst
 from orderhub.simulator.pii import Vault
 from orderhub.simulator.pusher import Push
@@ -34,7 +35,8 @@ _STATUS = {m.UNPAID: 10, m.PAID: 30, m.SHIPPED: 40, m.COMPLETED: 70, m.CANCELLED
 # orderRefundList[].refundStatus [U]: 10 买家仅退款申请, 60 退款成功.
 _REFUND_STATUS = {m.REFUNDING: 10, m.REFUNDED: 60}
 # 快手 expressCode (物流公司编号, doc id 401927) of the simulated carriers.
-_EXPRESS_CODE = {"shunfeng": 4, "zhongtong": 9, "yuantong": 6, "yunda": 11, "jd": 14}
+_EXPRESS_CODE = {"shunfeng": 4, "zhongtong": 9, "yuantong": 6, "yunda": 11, "jd": 14,
+                 "shentong": 2, "ems": 1, "debangkuaidi": 13}  # [U] the last three
 # orderViewStatus: 1 全部, 2 待付款, 3 待发货, 4 待收货(已发货), 5 已收货, 6 交易成功, 7 已关闭.
 _VIEW_STATES: dict[int, set[str] | None] = {
     1: None, 2: {m.UNPAID}, 3: {m.PAID}, 4: {m.SHIPPED}, 5: set(), 6: {m.COMPLETED}, 7: {m.CANCELLED, m.CLOSED},
@@ -276,6 +278,8 @@ def _gateway(sim: Simulator, path: str, fields: dict[str, str]) -> Response:
         return _item(sim, shop_id, params)
     if method == "open.item.sku.stock.update":
         return _sku_stock_update(sim, shop_id, params)
+    if method in ("open.seller.order.goods.deliver", "open.seller.order.goods.logistics.append"):
+        return _deliver(sim, shop_id, method, params)
     return _fail(sim, METHOD_UNKNOWN, method)
 
 
@@ -387,3 +391,31 @@ def _refresh(sim: Simulator, refresh_tokens: dict[str, str], fields: dict[str, s
         "refresh_token_expires_in": _REFRESH_TOKEN_TTL, "scopes": ["merchant_order", "user_info"],
     }
     return Response(orjson.dumps(body), media_type="application/json")
+
+
+# ---------------------------------------------------------------- shipping
+
+_DELIVER_REFUSALS = {  # [U] codes and words
+    shipments.UNKNOWN: ORDER_NOT_FOUND, shipments.CANCELLED: (40, "订单已关闭，不能发货"),
+    shipments.UNPAID: (41, "订单未付款，不能发货"), shipments.ALREADY: (42, "订单已发货，不能重复发货"),
+    shipments.BAD_WAYBILL: (43, "快递单号不合法"), shipments.BAD_CARRIER: (44, "快递公司编码不存在"),
+    shipments.NOT_SHIPPED: (45, "订单未发货，不能追加包裹"),
+}
+
+
+def _deliver(sim: Simulator, shop_id: str, method: str, params: dict[str, Any]) -> Response:
+    """goods.deliver ships the whole order (orderId); goods.logistics.append adds a parcel to a shipped
+    one (oid). The same expressNo told again is answered as success (幂等, since 2024-11-25)."""
+    append = method.endswith(".append")
+    order_id, code, number = params.get("oid" if append else "orderId"), params.get("expressCode"), params.get("expressNo")
+    if isinstance(order_id, bool) or not str(order_id or "").isdigit() or isinstance(code, bool) or not isinstance(code, int):
+        return _fail(sim, PARAM_INVALID, f"{'oid' if append else 'orderId'} 与 expressCode 为整数，expressNo 必填")
+    carriers = {number: carrier for carrier, number in _EXPRESS_CODE.items()}
+    outcome = shipments.ship(sim, CHANNEL, shop_id, str(order_id), carrier=carriers.get(code), platform_carrier=code,
+                             waybill_no=str(number or ""), line_ids=None, via=method, append=append)
+    order = outcome.order
+    repeated = outcome.result == shipments.ALREADY and order is not None and any(
+        p["waybill_no"] == str(number) for p in order.extra.get("packages", []))
+    if outcome.result != shipments.SHIPPED and not repeated:
+        return _fail(sim, _DELIVER_REFUSALS[outcome.result])
+    return _reply(sim, b"{}")

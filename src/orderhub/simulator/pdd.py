@@ -17,7 +17,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from orderhub.simulator import model as m
-from orderhub.simulator import pdd_pmc
+from orderhub.simulator import pdd_pmc, shipments
 from orderhub.simulator.amounts import cst
 from orderhub.simulator.pii import Vault
 from orderhub.simulator.pusher import Push
@@ -34,7 +34,8 @@ _STATES = {
     m.CANCELLED: (1, 2, 1), m.CLOSED: (1, 2, 1),
 }
 # PDD logistics company ids (pdd.logistics.companies.get) for the scenario carriers [U: invented].
-_LOGISTICS_IDS = {"shunfeng": 44, "zhongtong": 115, "yuantong": 85, "yunda": 121, "jd": 120}
+_LOGISTICS_IDS = {"shunfeng": 44, "zhongtong": 115, "yuantong": 85, "yunda": 121, "jd": 120,
+                  "shentong": 1, "ems": 118, "debangkuaidi": 131}  # [U] the last three
 # Message types by event; no message for CREATE (sellers do not see unpaid orders) or CLOSE.
 # A paid order is cancelled through a refund the seller agrees to (仅退款), hence CANCEL's type.
 MESSAGE_TYPES = {
@@ -260,6 +261,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _decrypt(sim, mall, fields)
         if method == "pdd.goods.quantity.update":
             return _quantity_update(sim, mall, fields)
+        if method == "pdd.logistics.online.send":
+            return _online_send(sim, mall, fields)
         return _error(sim, CODE_PARAMETER, "参数错误", f"type {method} 不存在")
 
     pdd_pmc.add_message_endpoint(router, sim)
@@ -354,3 +357,23 @@ def _quantity_update(sim: Simulator, mall: str, fields: dict[str, str]) -> Respo
         return _error(sim, CODE_PARAMETER, "参数错误", "增量更新后库存不能小于0")
     sim.set_channel_stock(CHANNEL, mall, sku_id, now, via="pdd.goods.quantity.update")
     return _ok(sim, "goods_quantity_update_response", b'"is_success":true')
+
+
+# Refusals of pdd.logistics.online.send (error_code 10000 参数错误 with these sub messages [U]).
+_SEND_REFUSALS = {
+    shipments.UNKNOWN: "订单不存在", shipments.CANCELLED: "订单已取消，不能发货", shipments.UNPAID: "订单未支付，不能发货",
+    shipments.ALREADY: "订单已发货，不能重复发货", shipments.BAD_WAYBILL: "快递单号不合法",
+    shipments.BAD_CARRIER: "快递公司不存在",
+}
+
+
+def _online_send(sim: Simulator, mall: str, fields: dict[str, str]) -> Response:
+    """pdd.logistics.online.send: the whole order ships with one tracking_number (logistics_id: PDD's carrier number)."""
+    order_sn, tracking = fields.get("order_sn", ""), fields.get("tracking_number", "")
+    logistics_id = fields.get("logistics_id", "")
+    by_id = {str(number): carrier for carrier, number in _LOGISTICS_IDS.items()}
+    outcome = shipments.ship(sim, CHANNEL, mall, order_sn, carrier=by_id.get(logistics_id), platform_carrier=logistics_id,
+                             waybill_no=tracking, line_ids=None, via="pdd.logistics.online.send")
+    if outcome.result != shipments.SHIPPED:
+        return _error(sim, CODE_PARAMETER, "参数错误", _SEND_REFUSALS[outcome.result])
+    return _ok(sim, "logistics_online_send_response", b'"is_success":true')

@@ -89,6 +89,10 @@ class Pusher:
         """A client confirmed a stream message: it counts as acknowledged now."""
         self.acks.append((message.channel, message.order_id, message.kind, time.time()))
 
+    def client(self) -> httpx.AsyncClient:
+        """The shared client, for other simulated senders (the carriers' track pushes)."""
+        return self._http()
+
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             limits = httpx.Limits(max_connections=self._concurrency, max_keepalive_connections=self._concurrency)

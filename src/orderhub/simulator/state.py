@@ -19,6 +19,7 @@ from orderhub.demo import catalogue
 from orderhub.demo.shops import DEMO_SHOPS
 from orderhub.simulator import douyin, jd, kuaishou, notify, pdd, pii, taobao, wechat_channels, wms, youzan
 from orderhub.simulator import model as m
+from orderhub.simulator.carriers import CarrierSim
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import Faults
 from orderhub.simulator.pusher import Push, Pusher
@@ -127,8 +128,10 @@ class Simulator:
         # listing nobody has set shows 0; every accepted stock-update call is kept in order.
         self._channel_stock: dict[tuple[str, str, str], int] = {}
         self.stock_updates: list[dict[str, Any]] = []
+        self.shipments: list[dict[str, Any]] = []  # accepted ship write-backs, in order (simulator/shipments.py)
         self.wms = wms.WmsState()
         self.notify = notify.NotifyState()  # SMS gateway and robot webhooks: what OrderHub sent
+        self.carriers = CarrierSim(seed=seed, clock=self.clock.now, target_url=target_url)  # Kuaidi100 / SF tracks
 
     # ------------------------------------------------------------ shops and tokens
 

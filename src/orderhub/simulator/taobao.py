@@ -13,7 +13,7 @@ import orjson
 from fastapi import APIRouter, Request, Response, WebSocket
 
 from orderhub.simulator import model as m
-from orderhub.simulator import taobao_tmc
+from orderhub.simulator import shipments, taobao_tmc
 from orderhub.simulator.amounts import cst, parse_cst, yuan
 from orderhub.simulator.pii import Vault
 from orderhub.simulator.pusher import Push
@@ -272,6 +272,8 @@ def _dispatch(sim: Simulator, shop: dict[str, Any], params: dict[str, str]) -> R
         return _refresh(sim, shop, params)
     if method == "taobao.item.quantity.update":
         return _quantity_update(sim, shop, params)
+    if method == "taobao.logistics.offline.send":
+        return _offline_send(sim, shop, params)
     raise TopError(22, "Invalid method")
 
 
@@ -373,3 +375,33 @@ def _quantity_update(sim: Simulator, shop: dict[str, Any], params: dict[str, str
     item = {"num_iid": int(num_iid), "num": now, "modified": cst(sim.clock.now()),
             "skus": {"sku": [{"sku_id": int(sku_id), "quantity": now, "modified": cst(sim.clock.now())}]}}
     return _ok(sim, "item_quantity_update_response", b'"item":' + orjson.dumps(item))
+
+
+# taobao.logistics.offline.send company_code (taobao.logistics.companies.get) -> the simulator's
+# carrier [U: DBKD and JD as integrators use them]; refusals as sub codes of this simulator's own [U].
+_COMPANIES = {"SF": "shunfeng", "ZTO": "zhongtong", "YTO": "yuantong", "YUNDA": "yunda", "STO": "shentong",
+              "EMS": "ems", "JD": "jd", "DBKD": "debangkuaidi"}
+_SEND_REFUSALS = {
+    shipments.UNKNOWN: ("isv.trade-not-exist", "交易不存在"),
+    shipments.CANCELLED: ("isv.logistics-offline-service-error:B01", "交易已关闭，不能发货"),
+    shipments.UNPAID: ("isv.logistics-offline-service-error:B02", "买家未付款，不能发货"),
+    shipments.ALREADY: ("isv.logistics-offline-service-error:B04", "订单已发货，不能重复发货"),
+    shipments.BAD_WAYBILL: ("isv.logistics-offline-service-error:S01", "运单号不符合规则"),
+    shipments.BAD_CARRIER: ("isv.logistics-offline-service-error:B27", "物流公司不存在"),
+    shipments.BAD_LINES: ("isv.logistics-offline-service-error:B05", "子订单不属于该交易"),
+}
+
+
+def _offline_send(sim: Simulator, shop: dict[str, Any], params: dict[str, str]) -> Response:
+    """taobao.logistics.offline.send: tid (every sub-order), or sub_tid (comma-separated oids) with is_split=1."""
+    tid, out_sid, company = params.get("tid", ""), params.get("out_sid", ""), params.get("company_code", "")
+    if not tid or not out_sid or not company:
+        raise TopError(40, "Missing required arguments:tid,out_sid,company_code")
+    sub_tid = [oid for oid in params.get("sub_tid", "").split(",") if oid]
+    if sub_tid and params.get("is_split") != "1":
+        raise TopError(41, "Invalid arguments", "isv.invalid-parameter:is_split", "拆单发货时 is_split 须为 1")
+    outcome = shipments.ship(sim, CHANNEL, shop["shop_id"], tid, carrier=_COMPANIES.get(company), platform_carrier=company,
+                             waybill_no=out_sid, line_ids=sub_tid or None, via="taobao.logistics.offline.send")
+    if outcome.result != shipments.SHIPPED:
+        raise TopError(15, "Remote service error", *_SEND_REFUSALS[outcome.result])
+    return _ok(sim, "logistics_offline_send_response", b'"shipping":{"is_success":true}')

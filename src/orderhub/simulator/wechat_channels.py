@@ -14,7 +14,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from orderhub.simulator import model as m
-from orderhub.simulator import wechat_crypto
+from orderhub.simulator import shipments, wechat_crypto
 from orderhub.simulator.pii import Vault, mask_name
 from orderhub.simulator.pusher import WEBHOOK_PATHS, Push
 
@@ -31,7 +31,8 @@ EVENTS = {
     m.REFUND_CREATE: AFTERSALE_EVENT, m.REFUND_SUCCESS: AFTERSALE_EVENT,
 }
 _AFTERSALE_STATUS = {m.REFUND_CREATE: "MERCHANT_PROCESSING", m.REFUND_SUCCESS: "MERCHANT_REFUND_SUCCESS"}
-_DELIVERY_IDS = {"shunfeng": "SF", "zhongtong": "ZTO", "yuantong": "YTO", "yunda": "YD", "jd": "JD"}  # [U]
+_DELIVERY_IDS = {"shunfeng": "SF", "zhongtong": "ZTO", "yuantong": "YTO", "yunda": "YD", "jd": "JD",
+                 "shentong": "STO", "ems": "EMS", "debangkuaidi": "DBL"}  # [U]
 TOKEN_TTL = 7200
 TOKEN_OVERLAP = 300  # an earlier token stays valid 5 minutes after a new one is issued
 MAX_RANGE = 7 * 86400
@@ -313,6 +314,16 @@ def make_router(sim: Simulator) -> APIRouter:
         sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), now, via="/channels/ec/product/stock/update")
         return _json({"errcode": 0, "errmsg": "ok"})
 
+    @router.post("/channels/ec/order/delivery/send")
+    async def delivery_send(request: Request) -> Response:
+        shop_id, refused = authorised_shop(request)
+        if refused is not None:
+            return refused
+        body = await json_body(request)
+        if body is None:
+            return error(47001, "data format error")
+        return _delivery_send(sim, shop_id, body, error)
+
     return router
 
 
@@ -357,3 +368,38 @@ def _list(sim: Simulator, shop_id: str, body: dict[str, Any], error: Any) -> Res
     more = offset + len(page) < total
     return _json({"errcode": 0, "errmsg": "ok", "order_id_list": [o.original_id for o in page],
                   "next_key": str(offset + len(page)) if more else "", "has_more": more})
+
+
+# Refusals of order/delivery/send [U: codes and words].
+_DELIVERY_REFUSALS = {
+    shipments.UNKNOWN: (100002, "Not exist"), shipments.CANCELLED: (101100, "订单状态错误，不允许执行此操作"),
+    shipments.UNPAID: (101100, "订单状态错误，不允许执行此操作"), shipments.ALREADY: (108004, "订单已发货"),
+    shipments.BAD_WAYBILL: (108005, "waybill_id invalid 快递单号不合法"),
+    shipments.BAD_CARRIER: (108006, "delivery_id invalid 快递公司不合法"), shipments.BAD_LINES: (108007, "product_infos invalid"),
+}
+
+
+def _delivery_send(sim: Simulator, shop_id: str, body: dict[str, Any], error: Any) -> Response:
+    """order/delivery/send with deliver_type 1 (自寄快递): each delivery_list entry is a parcel of the
+    products (product_id, sku_id, product_cnt) it lists."""
+    order_id, deliveries = str(body.get("order_id") or ""), body.get("delivery_list")
+    if not order_id or not isinstance(deliveries, list) or not deliveries or not all(isinstance(d, dict) for d in deliveries):
+        return error(40097, "invalid request body: order_id and delivery_list are required")
+    order = sim.get(CHANNEL, order_id)
+    product_of = {line.line_id: line.sku.wechat_product_id for line in order.lines} if order is not None else {}
+    carriers = {code: carrier for carrier, code in _DELIVERY_IDS.items()}
+    for delivery in deliveries:
+        products = delivery.get("product_infos")
+        if delivery.get("deliver_type") != 1 or not isinstance(products, list) or not products \
+                or not all(isinstance(p, dict) for p in products):
+            return error(40097, "invalid request body: deliver_type 1 with product_infos")
+        line_ids = [str(p.get("sku_id")) for p in products]  # a 视频号 order holds each SKU once
+        if any(product_of.get(str(p.get("sku_id")), str(p.get("product_id"))) != str(p.get("product_id")) for p in products):
+            return error(*_DELIVERY_REFUSALS[shipments.BAD_LINES])
+        code = str(delivery.get("delivery_id") or "")
+        outcome = shipments.ship(sim, CHANNEL, shop_id, order_id, carrier=carriers.get(code), platform_carrier=code,
+                                 waybill_no=str(delivery.get("waybill_id") or ""), line_ids=line_ids,
+                                 via="/channels/ec/order/delivery/send")
+        if outcome.result != shipments.SHIPPED:
+            return error(*_DELIVERY_REFUSALS[outcome.result])
+    return _json({"errcode": 0, "errmsg": "ok"})

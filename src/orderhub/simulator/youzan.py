@@ -11,7 +11,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from orderhub.simulator import model as m
-from orderhub.simulator import pii
+from orderhub.simulator import pii, shipments
 from orderhub.simulator.amounts import cst, parse_cst, yuan
 from orderhub.simulator.pusher import WEBHOOK_PATHS, Push
 
@@ -218,6 +218,8 @@ def make_router(sim: Simulator) -> APIRouter:
             return _sold_get(sim, shop_id, params)
         if api == "youzan.item.quantity.update":
             return _quantity_update(sim, shop_id, params)
+        if api == "youzan.logistics.online.confirm":
+            return _online_confirm(sim, shop_id, params)
         return _error(4004, f"api {api}/{version} 不存在")  # [U] code
 
     return router
@@ -250,4 +252,28 @@ def _quantity_update(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Re
     if now < 0:
         return _error(4000, "参数错误：库存不能小于0")
     sim.set_channel_stock(CHANNEL, shop_id, str(sku_id), now, via="youzan.item.quantity.update")
+    return _ok(b'{"is_success":true}')
+
+
+# out_stype (物流公司编号, youzan.logistics.express.get) -> the simulator's carrier [U: every number].
+_EXPRESS = {"7": "shunfeng", "3": "zhongtong", "2": "yuantong", "4": "yunda", "1": "shentong", "11": "ems",
+            "138": "jd", "146": "debangkuaidi"}
+_CONFIRM_REFUSALS = {  # [U] codes and words
+    shipments.UNKNOWN: (101305, "订单不存在"), shipments.CANCELLED: (101306, "订单已关闭，不能发货"),
+    shipments.UNPAID: (101307, "订单未付款，不能发货"), shipments.ALREADY: (101308, "订单已发货，请勿重复发货"),
+    shipments.BAD_WAYBILL: (101309, "快递单号格式不正确"), shipments.BAD_CARRIER: (101310, "物流公司编号不存在"),
+    shipments.BAD_LINES: (101311, "交易明细编号不属于该订单"),
+}
+
+
+def _online_confirm(sim: Simulator, shop_id: str, params: dict[str, Any]) -> Response:
+    """youzan.logistics.online.confirm: tid with out_stype / out_sid; oids (comma-separated) ship part of it."""
+    tid, out_sid, out_stype = str(params.get("tid") or ""), str(params.get("out_sid") or ""), str(params.get("out_stype") or "")
+    if not tid or (str(params.get("is_no_express") or "0") != "1" and not (out_sid and out_stype)):
+        return _error(4000, "参数错误：tid 必填，需要物流时 out_stype 与 out_sid 必填")
+    oids = [oid for oid in str(params.get("oids") or "").split(",") if oid]
+    outcome = shipments.ship(sim, CHANNEL, shop_id, tid, carrier=_EXPRESS.get(out_stype), platform_carrier=out_stype,
+                             waybill_no=out_sid, line_ids=oids or None, via="youzan.logistics.online.confirm")
+    if outcome.result != shipments.SHIPPED:
+        return _error(*_CONFIRM_REFUSALS[outcome.result])
     return _ok(b'{"is_success":true}')

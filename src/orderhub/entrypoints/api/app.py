@@ -14,6 +14,7 @@ from orderhub.entrypoints.api.audit_routes import build_audit_router
 from orderhub.entrypoints.api.notification_routes import build_notification_router
 from orderhub.entrypoints.api.outbox_routes import build_outbox_router
 from orderhub.entrypoints.api.routes import build_router
+from orderhub.entrypoints.api.tracking_routes import build_tracking_router
 
 
 def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
@@ -39,5 +40,6 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     app.include_router(build_audit_router(runtime))
     app.include_router(build_outbox_router(runtime))
     app.include_router(build_notification_router(runtime))
+    app.include_router(build_tracking_router(runtime))
     app.state.runtime = runtime
     return app
