@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 import orjson
+import sqlalchemy as sa
 
 from orderhub.config import ConfigError, Settings, load_settings
 from orderhub.domain.errors import OrderHubError
@@ -29,6 +32,24 @@ def _settings(config: Path | None, **overrides: object) -> Settings:
         return load_settings(config, **overrides)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+CONFIG = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
+
+
+@contextmanager
+def database(config: Path | None) -> Iterator[sa.Engine]:
+    """The configured database, migrated, for commands that work on it directly."""
+    from orderhub.adapters.db import migrate
+    from orderhub.adapters.db.engine import create_engine
+
+    url = _settings(config).resolved_database_url
+    migrate.upgrade(url)
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @click.group(cls=_Group)

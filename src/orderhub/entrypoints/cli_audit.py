@@ -13,31 +13,18 @@ import click
 import orjson
 import sqlalchemy as sa
 
-from orderhub.adapters.db import audit_repo, inventory_repo, migrate, queries
-from orderhub.adapters.db.engine import create_engine
-from orderhub.entrypoints.cli import _Group, _settings, main
+from orderhub.adapters.db import audit_repo, inventory_repo, queries
+from orderhub.entrypoints.cli import CONFIG, _Group, _settings, database, main
 from orderhub.services import order_actions, rule_trials
 from orderhub.bootstrap import rule_book
 from orderhub.services.rules import RuleBook
 
-CONFIG = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
 ACTOR = click.option("--actor", default="cli", show_default=True, help="Who does it (kept in the event log).")
 
 
 @contextmanager
-def _engine(config: Path | None) -> Iterator[sa.Engine]:
-    url = _settings(config).resolved_database_url
-    migrate.upgrade(url)
-    engine = create_engine(url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@contextmanager
 def _rulebook(config: Path | None) -> Iterator[tuple[sa.Engine, RuleBook]]:
-    with _engine(config) as engine:
+    with database(config) as engine:
         book = rule_book(engine)
         book.ensure_defaults()
         yield engine, book
@@ -171,7 +158,7 @@ def inventory() -> None:
 @click.option("--limit", default=50, show_default=True)
 @CONFIG
 def inventory_list(sku: str | None, warehouse: str | None, limit: int, config: Path | None) -> None:
-    with _engine(config) as engine, engine.connect() as conn:
+    with database(config) as engine, engine.connect() as conn:
         items, _ = inventory_repo.list_stock(conn, sku=sku, warehouse=warehouse, limit=limit)
     click.echo(f"{'sku':<12} {'warehouse':<10} {'on_hand':>8} {'reserved':>8} {'safety':>7} {'available':>9}")
     for r in items:
@@ -183,7 +170,7 @@ def inventory_list(sku: str | None, warehouse: str | None, limit: int, config: P
 @click.option("--limit", default=50, show_default=True)
 @CONFIG
 def inventory_ledger(sku: str, limit: int, config: Path | None) -> None:
-    with _engine(config) as engine, engine.connect() as conn:
+    with database(config) as engine, engine.connect() as conn:
         for r in inventory_repo.ledger(conn, sku, limit=limit):
             click.echo(f"{queries.local(r['at'])}  {r['warehouse']:<9} {r['kind']:<8} on_hand {r['on_hand_delta']:+d} reserved {r['reserved_delta']:+d}  {r['order_id'] or '-'}  {r['actor']}  {r['reason'] or ''}")
 
@@ -197,7 +184,7 @@ def inventory_ledger(sku: str, limit: int, config: Path | None) -> None:
 @CONFIG
 def inventory_adjust(sku: str, warehouse: str, delta: int, reason: str, actor: str, config: Path | None) -> None:
     """Receive (+DELTA) or write off (-DELTA) stock; orders held 缺货 for SKU are audited again."""
-    with _engine(config) as engine, engine.begin() as conn:
+    with database(config) as engine, engine.begin() as conn:
         inventory_repo.adjust(conn, sku, warehouse, delta, actor=actor, reason=reason, now=datetime.now(UTC))
         requeued = audit_repo.requeue_short(conn, [sku]) if delta > 0 else 0
     click.echo(f"{sku}@{warehouse} {delta:+d}; {requeued} held orders will be audited again")
@@ -212,7 +199,7 @@ def inventory_import(file: Path, config: Path | None) -> None:
     from orderhub.adapters.wms.stock import FileWmsStock
     from orderhub.services.stock_sync import StockSync
 
-    with _engine(config) as engine:
+    with database(config) as engine:
         sync = StockSync(engine, ShopRegistry([]), None, FileWmsStock.from_path(file), {})
         _echo(asyncio.run(sync.import_wms(reason=f"库存文件 {file.name}")).as_dict())
 
@@ -230,7 +217,7 @@ def inventory_push(config: Path | None) -> None:
 @CONFIG
 def inventory_check(config: Path | None) -> None:
     """Exit 1 unless reserved == Σ active reservations for every SKU and warehouse."""
-    with _engine(config) as engine, engine.connect() as conn:
+    with database(config) as engine, engine.connect() as conn:
         mismatches = inventory_repo.check_invariant(conn)
     if mismatches:
         _echo(mismatches)
@@ -251,7 +238,7 @@ def exceptions() -> None:
 @click.option("--limit", default=50, show_default=True)
 @CONFIG
 def exceptions_list(code: str | None, limit: int, config: Path | None) -> None:
-    with _engine(config) as engine, engine.connect() as conn:
+    with database(config) as engine, engine.connect() as conn:
         counts = queries.hold_counts(conn)
         items, _ = queries.list_orders(conn, queries.OrderFilters(hold=code, held=True), limit, None)
     click.echo("  ".join(f"{c}: {n}" for c, n in counts.items()) or "no held orders")
@@ -266,7 +253,7 @@ def _action(name: str, fn: Any, help_text: str, with_code: bool) -> None:
     @ACTOR
     @CONFIG
     def command(order_id: str, reason: str, actor: str, config: Path | None, code: str | None = None) -> None:
-        with _engine(config) as engine:
+        with database(config) as engine:
             kwargs: dict[str, Any] = {"actor": actor, "reason": reason}
             if with_code:
                 kwargs["code"] = code

@@ -2,31 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import click
-import sqlalchemy as sa
 
-from orderhub.adapters.db import migrate, outbox_repo, queries
-from orderhub.adapters.db.engine import create_engine
+from orderhub.adapters.db import outbox_repo, queries
 from orderhub.domain.errors import ErrorCode, OrderHubError
-from orderhub.entrypoints.cli import _Group, _settings, main
-
-CONFIG = click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
-
-
-@contextmanager
-def _engine(config: Path | None) -> Iterator[sa.Engine]:
-    url = _settings(config).resolved_database_url
-    migrate.upgrade(url)
-    engine = create_engine(url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+from orderhub.entrypoints.cli import CONFIG, _Group, database, main
 
 
 @main.group(cls=_Group)
@@ -41,7 +24,7 @@ def outbox() -> None:
 @click.option("--limit", default=50, show_default=True)
 @CONFIG
 def outbox_list(status: str | None, kind: str | None, order_id: str | None, limit: int, config: Path | None) -> None:
-    with _engine(config) as engine, engine.connect() as conn:
+    with database(config) as engine, engine.connect() as conn:
         counts = outbox_repo.counts(conn)
         rows = outbox_repo.list_messages(conn, status=status, kind=kind, order_id=order_id, limit=limit)
     click.echo("  ".join(f"{name}: {n}" for name, n in counts.items()))
@@ -56,7 +39,7 @@ def outbox_list(status: str | None, kind: str | None, order_id: str | None, limi
 @CONFIG
 def outbox_retry(message_id: int, config: Path | None) -> None:
     """Send message MESSAGE_ID again now (a running relay picks it up at its next poll)."""
-    with _engine(config) as engine, engine.begin() as conn:
+    with database(config) as engine, engine.begin() as conn:
         if not outbox_repo.retry(conn, message_id, now=datetime.now(UTC)):
             row = outbox_repo.get_message(conn, message_id)
             if row is None:
