@@ -22,12 +22,14 @@ from orderhub.adapters.notify.dingtalk import DingTalkRobot, DingTalkRobotSender
 from orderhub.adapters.notify.mail import SmtpSender, SmtpSettings
 from orderhub.adapters.notify.sms import SmsGatewaySender
 from orderhub.adapters.notify.wecom import WeComRobotSender
+from orderhub.adapters.waybills.cainiao import CainiaoSettings, CainiaoWaybills
 from orderhub.adapters.webhooks import WebhookSender
 from orderhub.adapters.wms.stock import HttpWmsStock
 from orderhub.config import Settings
 from orderhub.services.audit import Auditor
 from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
+from orderhub.services.fulfillment import Fulfillment, WmsConfig
 from orderhub.services.intake import Intake
 from orderhub.services.notifications import Notifier, RateLimits, seed_templates
 from orderhub.services.outbox import Relay
@@ -94,6 +96,7 @@ class Runtime:
             on_stall=self._on_stall,
         )
         self.outbox_wake = asyncio.Event()
+        self.fulfillment = self._fulfillment()
         o = settings.outbox
         self.relay = Relay(
             self.engine, self._senders(),
@@ -104,11 +107,28 @@ class Runtime:
         self._stream_tasks: list[asyncio.Task[None]] = []
         self.workers_running = False
 
+    def _fulfillment(self) -> Fulfillment | None:
+        """Packages to the WMS and freezes back (services/fulfillment.py); none while no WMS is configured."""
+        f = self.settings.fulfillment
+        if not f.wms:
+            return None
+        waybills = None
+        if f.cainiao:
+            c = f.cainiao
+            waybills = CainiaoWaybills(CainiaoSettings(c.base_url, c.app_key, c.app_secret, c.session, c.sender, c.user_id))
+        return Fulfillment(
+            self.engine, [WmsConfig(w.name, w.base_url, w.app_key, w.app_secret, tuple(w.warehouses)) for w in f.wms],
+            waybills=waybills, http=self.http, notifier=self.notifier, tracker=self.tracker, rules=self.rules,
+            wake=self.notify_outbox, default_carrier=f.default_carrier,
+        )
+
     def _senders(self) -> dict[str, Any]:
         """Who delivers each kind of outbox message (keyed by the kind's family: webhook, notify, wms …)."""
         senders: dict[str, Any] = {"webhook": WebhookSender(self.http, {name: (w.url, w.secret) for name, w in self.settings.webhooks.items()})}
         # ship confirmations to the channels, sharing the adapters' access tokens with intake and pulls
         senders["platform.ship"] = ShipSender(self.http, self.shops, adapters=self.channels.sources)
+        if self.fulfillment is not None:  # packages, freezes, unfreezes, address changes, cancels
+            senders["wms"] = self.fulfillment.http_sender(self.http)
         n = self.settings.notifications
         # notifications register under their full kinds: the relay only claims what it can send
         if n.sms:
@@ -178,6 +198,12 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
         self._tasks.append(asyncio.create_task(self.relay.run_forever(wake=self.outbox_wake), name="orderhub-outbox-relay"))
         self._tasks.append(asyncio.create_task(self.tracker.run_forever(self.settings.tracking.stall_check_interval_s), name="orderhub-tracking"))
+        if self.fulfillment is not None:
+            # freezes get a relay lane of their own: they never wait behind a round of package sends
+            lane = self.fulfillment.run_freeze_lane(self.fulfillment.http_sender(self.http))
+            self._tasks.append(asyncio.create_task(lane, name="orderhub-freeze-lane"))
+            reconcile = self.fulfillment.run_forever(self.settings.fulfillment.reconcile_interval_s)
+            self._tasks.append(asyncio.create_task(reconcile, name="orderhub-fulfillment-reconcile"))
 
     async def stop_workers(self) -> None:
         self.workers_running = False
@@ -197,6 +223,8 @@ class Runtime:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         self.writer.stop()
+        if self.fulfillment is not None:
+            self.fulfillment.close()
         await self.http.aclose()
         self.engine.dispose()
 
@@ -225,7 +253,8 @@ class Runtime:
             if (result is None or result.rows < self.processor.batch_size) and not more_audit:
                 self._wake.clear()
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=0.5)
+                    async with asyncio.timeout(0.5):  # not wait_for: see services/outbox.py
+                        await self._wake.wait()
 
     async def _pull_loop(self) -> None:
         while True:

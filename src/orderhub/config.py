@@ -59,6 +59,31 @@ class WmsSettings(BaseModel):
     warehouses: list[str] = Field(default_factory=list)
 
 
+class WmsEndpointSettings(WmsSettings):
+    """A WMS OrderHub sends packages and freeze instructions to; its callbacks come to
+    /api/v1/webhooks/wms/{name} (docs/fulfillment.md)."""
+
+    name: str
+
+
+class CainiaoSettings(BaseModel):
+    """菜鸟 electronic waybills (cainiao.waybill.ii.get through TOP), asked for when the WMS packs."""
+
+    base_url: str = "https://eco.taobao.com"
+    app_key: str
+    app_secret: str
+    session: str
+    sender: dict[str, Any] = Field(default_factory=dict)  # {name, mobile, address{province, city, district, detail}}
+    user_id: int | None = None
+
+
+class FulfillmentSettings(BaseModel):
+    wms: list[WmsEndpointSettings] = Field(default_factory=list)  # none: orders stay ready, nothing goes to a warehouse
+    cainiao: CainiaoSettings | None = None
+    default_carrier: str = "ZTO"  # when the audit's carrier rules chose none
+    reconcile_interval_s: float = 15.0  # packages whose send or answer got lost are looked at again
+
+
 class StockSyncSettings(BaseModel):
     interval_s: float = 600.0  # WMS import, then sellable stock pushed to every channel
     buffers: dict[str, int] = Field(default_factory=dict)  # channel -> units held back from its listings
@@ -151,6 +176,7 @@ class Settings(BaseModel):
     max_attempts: int = 8  # fetch retries of one inbox row before its items are quarantined
     audit: bool = True  # run the audit stage (审单) in this process's workers
     stock_sync: StockSyncSettings = Field(default_factory=StockSyncSettings)
+    fulfillment: FulfillmentSettings = Field(default_factory=FulfillmentSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     webhooks: dict[str, WebhookTarget] = Field(default_factory=dict)  # endpoint name -> url + secret
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)

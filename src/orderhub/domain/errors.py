@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     ORDER_STATE = "order_state"  # the order's status does not allow this action
     INSUFFICIENT_STOCK = "insufficient_stock"
     TEMPLATE_INVALID = "template_invalid"  # a notification template that does not render (Jinja's error in the message)
+    WAYBILL_UNAVAILABLE = "waybill_unavailable"  # the waybill service (菜鸟) could not give a waybill now: ask again
 
 
 class OrderHubError(Exception):

@@ -13,8 +13,8 @@ import uvicorn
 
 from orderhub.bootstrap import Runtime
 from orderhub.config import (
-    CarrierSettings, DingTalkRobotSettings, Kuaidi100Settings, NotificationSettings, Settings, SfSettings, ShopSettings,
-    SmsGatewaySettings, WmsSettings,
+    CainiaoSettings, CarrierSettings, DingTalkRobotSettings, Kuaidi100Settings, NotificationSettings, Settings, SfSettings,
+    ShopSettings, SmsGatewaySettings, WmsEndpointSettings, WmsSettings,
 )
 from orderhub.entrypoints.api.app import create_app
 from orderhub.demo.pos import pos_csv
@@ -65,11 +65,25 @@ def demo_settings(settings: Settings, simulator_base: str) -> Settings:
 
         carriers = CarrierSettings(kuaidi100=Kuaidi100Settings(**DEMO_KUAIDI100, base_url=f"{simulator_base}/kuaidi100"),
                                    sf=SfSettings(**DEMO_SF, base_url=f"{simulator_base}/sf"))
+    # the simulator's warehouse floor takes the packages (packing ~20 s) and its 菜鸟 prints the waybills
+    fulfillment = settings.fulfillment
+    if not fulfillment.wms:
+        from orderhub.simulator.cainiao import DEMO_CAINIAO_APP
+
+        fulfillment = fulfillment.model_copy(update={
+            "wms": [WmsEndpointSettings(name=DEMO_WMS_NAME, base_url=f"{simulator_base}/wms", **DEMO_WMS_APP)],
+            "cainiao": fulfillment.cainiao or CainiaoSettings(base_url=f"{simulator_base}/cainiao", **DEMO_CAINIAO_APP, sender=DEMO_SENDER),
+        })
     # the demo's JD pull runs often so the console visibly fills up
     return settings.model_copy(update={
         "shops": shops, "pull_interval_s": min(settings.pull_interval_s, 5.0), "stock_sync": stock_sync, "notifications": notifications,
-        "carriers": carriers,
+        "carriers": carriers, "fulfillment": fulfillment,
     })
+
+
+DEMO_WMS_NAME = "main"
+DEMO_SENDER = {"name": "华东仓", "mobile": "13800000000",
+               "address": {"province": "上海", "city": "上海市", "district": "青浦区", "detail": "华新镇演示路 1 号"}}
 
 
 def demo_notifications(simulator_base: str) -> NotificationSettings:
@@ -127,6 +141,8 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
         # a fresh seed each start: the simulator derives order numbers from it, and a restarted
         # demo on the same data directory must not replay different orders under old numbers
         simulator = await serve_in_background("127.0.0.1", sim_port, Simulator(seed=time.time_ns()), url, demo_rate)
+        # the simulated WMS reports picking, packing and shipping to OrderHub's callback
+        simulator.sim.wms.flow.configure({"callback_url": f"{url}/api/v1/webhooks/wms/{DEMO_WMS_NAME}"})
     click.echo(f"OrderHub 订单中枢 is running at {url}  (API docs: {url}/api/v1/docs)")
     click.echo(f"database: {runtime.engine.url.render_as_string(hide_password=True)}")
     if demo:

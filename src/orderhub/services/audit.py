@@ -26,6 +26,7 @@ from orderhub.adapters.db.tables import warehouses
 from orderhub.domain.audit import Decision, GiftDecision
 from orderhub.domain.inventory import Allocation, Need, allocate, apply_picks
 from orderhub.domain.merge import Event, HoldCode
+from orderhub.services import fulfillment
 from orderhub.services.rules import LiveAudit, RuleBook
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ class Auditor:
         picks = {v.row.order.id: v.allocation.picks for v in current if v.allocation is not None and v.allocation.ok and not v.holds}
         inventory_repo.reserve(conn, picks, actor=ACTOR, now=now, reason=live.label)
         audit_repo.write_audits(conn, writes, now)
+        # What became ready goes to the warehouse in this same transaction (a no-op without a WMS).
+        fulfillment.queue_ready(conn, [w.id for w in writes], now)
         result.orders += len(writes)
         result.outcomes.update(w.values["status"] for w in writes)
 

@@ -155,8 +155,11 @@ class Relay:
             if wake is None:
                 await asyncio.sleep(idle_s)
             else:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that
+                # arrives as the wake fires, and then the relay would never stop
                 with suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), idle_s)
+                    async with asyncio.timeout(idle_s):
+                        await wake.wait()
                 wake.clear()
 
     async def run_once(self) -> RelayResult:
@@ -212,7 +215,8 @@ class Relay:
             self._trials.add(endpoint)
         try:
             async with breaker:
-                response = await asyncio.wait_for(sender.send(message), self.send_timeout_s)
+                async with asyncio.timeout(self.send_timeout_s):
+                    response = await sender.send(message)
             return _Outcome(message, "sent", response=_storable(response))
         except OpenedState:  # opened by a concurrent failure since the check above
             return self._deferred(message, self._reopens_in(breaker.context))

@@ -28,6 +28,7 @@ from orderhub.domain.ids import customer_id, order_id
 from orderhub.domain.merge import Change, Outcome, StoredOrder, apply_snapshot, stored_after
 from orderhub.domain.order import NormalizedOrder
 from orderhub.domain.status import Status
+from orderhub.services import fulfillment
 from orderhub.services.buyer_pii import BuyerPii, ResolvedPii
 
 log = logging.getLogger(__name__)
@@ -456,7 +457,13 @@ _HOLDS_STOCK = frozenset({Status.PAID, Status.ON_HOLD, Status.READY, Status.PICK
 
 
 def _hand_over(plan: WritePlan, oid: str, before: Status | None, after: Status, kinds: set[str], channel: str) -> None:
-    """What a platform change means for audit and stock, written in the same transaction."""
+    """What a platform change means for audit and stock, written in the same transaction.
+
+    An order that may be at the warehouse is also handed to fulfillment, which looks at its packages
+    in the write (`fulfillment.take_platform_changes`): if the WMS has them, a cancel, address or
+    remark change becomes a freeze instruction instead, and the order is neither re-audited nor given
+    its stock back here. Its status event to cancelled is held back until that is known. A cancel that
+    came after the order shipped becomes a (too late) instruction too: a carrier interception."""
     actor = f"platform:{channel}"
     if after is Status.PAID and before is not Status.PAID:
         plan.audit.add(oid)
@@ -466,6 +473,23 @@ def _hand_over(plan: WritePlan, oid: str, before: Status | None, after: Status, 
         plan.release[oid] = actor
     elif after in (Status.SHIPPED, Status.DELIVERED, Status.COMPLETED) and before in _HOLDS_STOCK:
         plan.consume[oid] = actor
+    ends = (Status.CANCELLED, Status.CLOSED)
+    if before is Status.SHIPPED:
+        # a cancel the status table refused (the order has shipped): a carrier interception, if it came through our WMS
+        refused = any(o == oid and e.kind == "status_conflict" and e.to_status in ends for o, e in plan.events)
+        if not refused:
+            return
+        after = Status.CANCELLED
+    elif before not in (Status.READY, Status.PICKING):  # only then may its packages be at the WMS
+        return
+    held = [e for o, e in plan.events if o == oid and e.kind == "status" and e.to_status in ends] if after in ends else []
+    if held:
+        plan.events[:] = [(o, e) for o, e in plan.events if o != oid or e not in held]
+    plan.wms_changes[oid] = fulfillment.PlatformChange(actor, before.value, after.value, frozenset(kinds), held)
+    plan.intercept = fulfillment.take_platform_changes
+    if oid not in plan.audit and oid not in plan.release and oid not in plan.consume:
+        plan.audit.add(oid)  # so that the hand-over runs at all; taken out again there
+        plan.wms_only.add(oid)
 
 
 def _guess_original_id(raw: Any) -> str | None:

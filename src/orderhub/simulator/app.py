@@ -15,6 +15,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
 from orderhub.simulator import carriers, notify, wms
+from orderhub.simulator import cainiao
 from orderhub.simulator.clock import SimClock
 from orderhub.simulator.faults import MODES
 from orderhub.simulator.pusher import WEBHOOK_PATHS
@@ -65,6 +66,7 @@ def create_app(sim: Simulator) -> FastAPI:
         if sim.feed is not None:
             await sim.feed.stop()
         await sim.pusher.aclose()
+        await sim.wms.aclose()  # the WMS floor's pickers and callbacks
 
     app = FastAPI(title="OrderHub platform simulator", lifespan=lifespan, docs_url="/_sim/docs", openapi_url="/_sim/openapi.json")
     app.state.sim = sim
@@ -72,6 +74,9 @@ def create_app(sim: Simulator) -> FastAPI:
         app.include_router(module.make_router(sim), prefix=f"/{channel}")
     app.include_router(wms.make_router(sim.wms), prefix="/wms")
     app.include_router(wms.make_control_router(sim.wms), prefix="/_sim/wms")
+    app.state.cainiao = cainiao.CainiaoState()  # 菜鸟 electronic waybills (simulator/cainiao.py)
+    app.include_router(cainiao.make_router(app.state.cainiao), prefix="/cainiao")
+    app.include_router(cainiao.make_control_router(app.state.cainiao), prefix="/_sim/cainiao")
     app.include_router(notify.make_router(sim.notify), prefix="/notify")
     app.include_router(notify.make_control_router(sim.notify), prefix="/_sim/notify")
     app.include_router(carriers.make_router(sim.carriers))

@@ -1,9 +1,11 @@
-"""The simulated WMS (warehouse management system): its signed HTTP/JSON API and its stock.
+"""The simulated WMS (warehouse management system): its signed HTTP/JSON API, its stock, and its order flow.
 
-The contract OrderHub's `HttpWmsStock` speaks is docs/wms.md. Today the WMS serves stock on hand
-per SKU and warehouse; orders, picking and shipping (the next issue) add their endpoints to the
-same router and their state to `WmsState`, behind the same `_verified` signature check. The
-check is written here independently of OrderHub's client (adapters/wms/stock.py).
+The contract is docs/wms.md. Stock on hand per SKU and warehouse (what OrderHub's `HttpWmsStock`
+reads), and orders: the WMS accepts a package, picks it (highest priority first, `pack_s` from
+picking to packed, ~20 s by default), asks OrderHub for a waybill when it packs, ships it, and
+answers freeze instructions — frozen while not yet packed, refused after. Every step is a signed
+callback to OrderHub. The checks are written here independently of OrderHub's client
+(adapters/wms/stock.py, adapters/wms/orders.py); the order flow is `simulator/wms_flow.py`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import orjson
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from orderhub.demo.stock import opening_stock
+from orderhub.simulator.wms_flow import OrderFlow, WmsOrder
 
 # The demo WMS app (serve --demo and the tests use it; a real WMS issues its own).
 DEMO_WMS_APP = {"app_key": "fake-wms-app-key-0001", "app_secret": "fake-wms-app-secret-0001"}
@@ -31,6 +34,7 @@ BAD_SIGNATURE = 40101
 STALE_TIMESTAMP = 40102
 UNKNOWN_APP = 40103
 BAD_PARAMETER = 40001
+UNKNOWN_ORDER = 40401
 
 
 def sign(app_secret: str, timestamp: str, payload: bytes) -> str:
@@ -53,6 +57,19 @@ class WmsState:
         self.apps = {app["app_key"]: app["app_secret"] for app in (apps or [DEMO_WMS_APP])}
         self._lock = threading.Lock()
         self._stock = seeded_stock()
+        self.flow = OrderFlow(self.apps, sign, clock=clock, on_shipped=self._shipped)
+
+    def _shipped(self, order: WmsOrder) -> None:
+        """What leaves the warehouse leaves its stock (the next stock import sees it)."""
+        warehouse = str(order.body.get("warehouse") or "")
+        with self._lock:
+            for line in order.body.get("lines") or ():
+                key = (str(line.get("sku")), warehouse)
+                if key in self._stock:
+                    self._stock[key] = max(0, self._stock[key] - int(line.get("qty") or 0))
+
+    async def aclose(self) -> None:
+        await self.flow.aclose()
 
     def stock(self, warehouse: str | None = None, sku: str | None = None) -> list[tuple[str, str, int]]:
         """(sku, warehouse, on_hand) rows, ordered by warehouse then SKU (stable pages)."""
@@ -118,6 +135,44 @@ def make_router(state: WmsState) -> APIRouter:
             "page": page, "page_size": page_size, "total": len(rows), "has_more": page * page_size < len(rows),
         }})
 
+    async def signed_body(request: Request) -> tuple[str, dict[str, Any]] | Response:
+        raw = await request.body()  # the bytes as sent: what was signed
+        refused = _verified(state, request, raw)
+        if refused is not None:
+            return refused
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return _fail(400, BAD_PARAMETER, "the body must be JSON")
+        if not isinstance(body, dict):
+            return _fail(400, BAD_PARAMETER, "the body must be a JSON object")
+        return request.headers["x-wms-app-key"], body
+
+    @router.post("/orders")
+    async def receive_order(request: Request) -> Response:
+        checked = await signed_body(request)
+        if isinstance(checked, Response):
+            return checked
+        app_key, body = checked
+        if not body.get("order_code") or not isinstance(body.get("lines"), list) or not body["lines"]:
+            return _fail(400, BAD_PARAMETER, "an order needs order_code and at least one line")
+        return _reply({"code": 0, "message": "ok", "data": state.flow.receive(app_key, body)})
+
+    @router.post("/orders/{code}/{action}")
+    async def instruct(code: str, action: str, request: Request) -> Response:
+        checked = await signed_body(request)
+        if isinstance(checked, Response):
+            return checked
+        calls = {"freeze": state.flow.freeze, "unfreeze": state.flow.unfreeze, "cancel": state.flow.cancel,
+                 "address": state.flow.change_address, "expedite": state.flow.expedite}
+        if action not in calls:
+            return _fail(404, UNKNOWN_ORDER, f"no such call {action!r}; known: {', '.join(calls)}")
+        try:
+            data = calls[action](code, checked[1])
+        except KeyError:
+            return _fail(404, UNKNOWN_ORDER, f"no order {code!r} at this WMS")
+        return _reply({"code": 0, "message": "ok", "data": data})
+
     return router
 
 
@@ -138,6 +193,40 @@ def make_control_router(state: WmsState) -> APIRouter:
             state.set_stock(rows)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             raise HTTPException(400, f'body must be {{"items": [{{"sku", "warehouse", "on_hand" >= 0}}]}}: {exc}') from None
+        state.flow.emit(None, "stock", items=[{"sku": s, "warehouse": w, "on_hand": n} for s, w, n in rows])
         return _reply({"updated": len(rows)})
+
+    @router.get("/config")
+    async def show_config() -> Response:
+        return _reply(state.flow.config())
+
+    @router.put("/config")
+    async def set_config(request: Request) -> Response:
+        """{"callback_url", "accept_s", "pack_s", "ship_s", "pickers", "jitter", "seed", "hold_events"}, any of them."""
+        try:
+            body = orjson.loads(await request.body())
+            return _reply(state.flow.configure(body))
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            raise HTTPException(400, f"bad WMS config: {exc}") from None
+
+    @router.post("/pause")
+    async def pause() -> Response:
+        state.flow.pause(True)
+        return _reply(state.flow.config())
+
+    @router.post("/resume")
+    async def resume() -> Response:
+        state.flow.pause(False)
+        return _reply(state.flow.config())
+
+    @router.get("/orders")
+    async def orders() -> Response:
+        """Every order the WMS received, with when it reached each step (unix seconds) and every freeze."""
+        return _reply({"items": state.flow.orders_view(), "pre_frozen": list(state.flow.pre_frozen)})
+
+    @router.get("/callbacks")
+    async def callbacks(event: str | None = None) -> Response:
+        """Every callback try, oldest first, with the exact body and headers sent (a test may replay them)."""
+        return _reply({"items": [c for c in state.flow.callbacks if event is None or c["event"] == event]})
 
     return router

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -108,6 +108,10 @@ class WritePlan:
     audit: set[str] = field(default_factory=set)
     release: dict[str, str] = field(default_factory=dict)  # order id -> actor (cancelled / closed)
     consume: dict[str, str] = field(default_factory=dict)  # order id -> actor (shipped outside OrderHub)
+    # fulfillment (services/fulfillment.py): changes of orders that may be at the WMS, decided in the write
+    wms_changes: dict[str, Any] = field(default_factory=dict)  # order id -> fulfillment.PlatformChange
+    wms_only: set[str] = field(default_factory=set)  # in `audit` only so that the hand-over runs; never re-audited for it
+    intercept: Callable[[sa.Connection, dict[str, Any], datetime, datetime], set[str]] | None = None
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     inbox_done: list[dict[str, Any]] = field(default_factory=list)
     inbox_retry: list[dict[str, Any]] = field(default_factory=list)
@@ -259,7 +263,17 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
 def _hand_over_to_audit(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
     """In the same transaction as the platform's change: orders that became paid (or changed what
     the audit looks at) wait for audit; a cancelled order's stock goes back at once, and orders
-    held out of stock for those SKUs are audited again; an order shipped outside OrderHub uses its stock up."""
+    held out of stock for those SKUs are audited again; an order shipped outside OrderHub uses its stock up.
+    Orders whose packages the WMS has are fulfillment's (plan.intercept): their change became a freeze
+    instruction, and they keep their stock and are not re-audited."""
+    if plan.wms_changes and plan.intercept is not None:
+        # the batch's oldest message: a change arrived no earlier than that, so its measured delay never flatters
+        rows = [row["b_id"] for row in plan.inbox_done][:_CHUNK]
+        arrived = conn.execute(sa.select(sa.func.min(inbox.c.received_at)).where(inbox.c.id.in_(rows))).scalar_one() if rows else None
+        at_wms = plan.intercept(conn, plan.wms_changes, arrived or now, now)
+        plan.audit.difference_update(at_wms | plan.wms_only)
+        for order_id in at_wms:
+            plan.release.pop(order_id, None)
     updated = [change.order.id for change, _, _ in plan.updates if change.order.id in plan.audit]
     if updated:
         audit_repo.set_audit_state(conn, updated, audit_repo.AuditState.PENDING)

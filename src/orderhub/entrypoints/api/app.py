@@ -11,6 +11,7 @@ from orderhub import __version__
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.audit_routes import build_audit_router
+from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.notification_routes import build_notification_router
 from orderhub.entrypoints.api.outbox_routes import build_outbox_router
 from orderhub.entrypoints.api.routes import build_router
@@ -36,6 +37,8 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
+    # before build_router: its one-segment /webhooks/{channel} must not take /webhooks/wms/{name}
+    app.include_router(build_fulfillment_router(runtime))
     app.include_router(build_router(runtime))
     app.include_router(build_audit_router(runtime))
     app.include_router(build_outbox_router(runtime))

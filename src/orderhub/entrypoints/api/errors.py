@@ -20,6 +20,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.RULE_INVALID: 422,
     ErrorCode.TEMPLATE_INVALID: 422,
     ErrorCode.INTAKE_UNAVAILABLE: 503,
+    ErrorCode.WAYBILL_UNAVAILABLE: 503,
 }
 
 
