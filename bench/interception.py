@@ -46,9 +46,8 @@ from orderhub.adapters.channels.base import Authenticated, PushMessage
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import inventory_repo
 from orderhub.adapters.db.tables import freeze_instructions, inbox, orders
-from orderhub.adapters.waybills.cainiao import CainiaoSettings, CainiaoWaybills
 from orderhub.bootstrap import Runtime
-from orderhub.config import Settings, ShopSettings
+from orderhub.config import CainiaoSettings, FulfillmentSettings, Settings, ShopSettings, WmsEndpointSettings
 from orderhub.domain.errors import ErrorCode, SignatureError
 from orderhub.domain.ids import order_id
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder
@@ -57,7 +56,6 @@ from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.routes import build_router
 from orderhub.services import catalogue
-from orderhub.services.fulfillment import Fulfillment, WmsConfig
 from orderhub.simulator.cainiao import DEMO_CAINIAO_APP
 from orderhub.simulator.wms import DEMO_WMS_APP
 
@@ -153,19 +151,18 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         sim = httpx.AsyncClient(base_url=sim_url, timeout=30)
         await sim.put("/_sim/wms/config", json={"accept_s": 0.2, "pack_s": pack_s, "ship_s": 1.0, "pickers": count, "jitter": 0.2, "seed": seed})
         channel = BenchChannel()
-        settings = Settings(database_url=url, data_dir=Path(tmp), pull_interval_s=3600,
+        # fulfillment wired by the Runtime from its settings, as `orderhub serve` does
+        fulfillment_settings = FulfillmentSettings(
+            wms=[WmsEndpointSettings(name="main", base_url=f"{sim_url}/wms", **DEMO_WMS_APP)],
+            cainiao=CainiaoSettings(base_url=f"{sim_url}/cainiao", **DEMO_CAINIAO_APP, sender={"name": "华东仓"}),
+        )
+        settings = Settings(database_url=url, data_dir=Path(tmp), pull_interval_s=3600, fulfillment=fulfillment_settings,
                             shops=[ShopSettings(channel="bench", shop_id=SHOP_ID, name="压测店", app_key=APP_KEY, app_secret=APP_SECRET)])
         rt = Runtime(settings, channels=ChannelRegistry(push={"bench": channel}, sources={"bench": channel}, pull=set(), file=None))
         catalogue.upsert_catalogue(rt.engine, [{"code": "WH-EAST", "name": "华东仓", "city": "上海"}],
                                    [{"code": SKU, "title": "测试纯棉T恤", "category": "服装", "price": 5990, "cost": 2000, "weight_g": 300}])
         with rt.engine.begin() as conn:
             inventory_repo.sync_on_hand(conn, [(SKU, "WH-EAST", count * 10)], actor="bench", reason="bench stock", now=datetime.now(UTC))
-        waybills = CainiaoWaybills(CainiaoSettings(f"{sim_url}/cainiao", DEMO_CAINIAO_APP["app_key"], DEMO_CAINIAO_APP["app_secret"],
-                                                   DEMO_CAINIAO_APP["session"], {"name": "华东仓"}))
-        fulfillment = Fulfillment(rt.engine, [WmsConfig("main", f"{sim_url}/wms", DEMO_WMS_APP["app_key"], DEMO_WMS_APP["app_secret"])],
-                                  waybills=waybills, http=rt.http, notifier=rt.notifier, rules=rt.rules, wake=rt.notify_outbox)
-        rt.fulfillment = fulfillment  # type: ignore[attr-defined]
-        rt.relay.senders["wms"] = fulfillment.http_sender(rt.http)
         app = FastAPI()
         errors.install(app)
         app.include_router(build_fulfillment_router(rt))
@@ -180,7 +177,6 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
             await asyncio.sleep(0.01)
         await sim.put("/_sim/wms/config", json={"callback_url": f"{hub_url}/api/v1/webhooks/wms/main"})
         await rt.start(workers=True, streams=False)
-        lane = asyncio.create_task(fulfillment.run_freeze_lane(fulfillment.http_sender(rt.http)))
         cancel_sent: dict[str, float] = {}
         try:
             async with httpx.AsyncClient(base_url=hub_url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
@@ -211,14 +207,10 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
                 statuses = dict(conn.execute(sa.select(orders.c.id, orders.c.status)).all())
                 arrived = _cancel_arrivals(conn)
         finally:
-            while not lane.done():  # Python 3.11's asyncio.wait_for (in the relay's loop) can swallow one cancellation
-                lane.cancel()
-                await asyncio.wait([lane], timeout=0.5)
             await rt.stop()
             server.should_exit = True
             await serving
             await sim.aclose()
-            fulfillment.close()
     delays, from_send, late_margins, intercepted, too_late, before_packing, other = [], [], [], 0, 0, 0, []
     for original, sent in cancel_sent.items():
         oid = order_id("bench", original)

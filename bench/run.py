@@ -8,7 +8,11 @@ OrderHub as separate processes), then measures:
   4. limit       the rows the pipeline wrote, loaded again with no logic (COPY / one transaction).
 Processing includes the audit (rules, allocation, stock reservation): an order counts once it is
 stored and no longer waits for audit. The rules are also timed on their own, next to the
-engine's floor (a one-row table) in the same run. It prints a table and ends with one JSON line per backend.
+engine's floor (a one-row table) in the same run. Then interception (bench/interception.py):
+a burst of paid orders at the simulated WMS (packing ~20 s), each cancelled at a random point,
+timing cancel stored -> freeze received by the WMS, and counting cancels intercepted and cancels
+that arrived before packing yet came too late (must be 0). It prints a table and ends with one
+JSON line per backend.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from phases import (  # noqa: E402
     audit_outcomes, count_orders, measure_limit, percentile, prepare_pushes, send_all, send_at_rate, stored_latencies, wait_drained,
     wait_streams_confirmed,
 )
+from interception import run as run_interception  # noqa: E402
 from rules_eval import measure as measure_rules  # noqa: E402
 from stack import database, stack  # noqa: E402
 
@@ -42,6 +47,10 @@ PEAK_MIX = {"shipped": 0.0, "completed": 0.0, "spread_s": 60}
 PUSH_CHANNELS = ["douyin", "taobao", "pdd", "youzan", "wechat_channels"]
 WEBHOOK_CHANNELS = ["douyin", "youzan", "wechat_channels"]
 PULL_CHANNELS = ["jd", "kuaishou"]
+
+
+INTERCEPTION_KEYS = ("cancels", "intercepted", "too_late", "arrived_before_packing", "too_late_before_packing",
+                     "cancel_to_freeze_p50_ms", "cancel_to_freeze_p99_ms")
 
 
 def bench_backend(backend: str, args: argparse.Namespace, rules: dict) -> dict:
@@ -140,12 +149,22 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--seed", type=int, default=1111)
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--cancels", type=int, default=200, help="interception: paid orders, each cancelled once")
+    parser.add_argument("--pack-s", type=float, default=20.0, help="interception: picking start -> packed at the simulated WMS")
     args = parser.parse_args()
     rules = measure_rules()
     print(f"rules: one rule-set evaluation p50 {rules['rule_set_eval_p50_us']} µs p99 {rules['rule_set_eval_p99_us']} µs "
           f"({rules['rule_set_evals_per_s']}/s; engine floor p99 {rules['floor_eval_p99_us']} µs, {rules['floor_evals_per_s']}/s); "
           f"a whole order's decision p99 {rules['order_decision_p99_us']} µs ({rules['order_decisions_per_s']}/s)", flush=True)
     results = [bench_backend(backend, args, rules) for backend in args.backends.split(",")]
+    for r in results:
+        found = asyncio.run(run_interception(r["backend"], args.cancels, args.pack_s, args.seed))
+        r.update({key: found[key] for key in INTERCEPTION_KEYS})
+    print("\n| backend | cancels | intercepted | too late | arrived before packing | too late before packing | cancel→freeze p50/p99 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {r['backend']} | {r['cancels']} | {r['intercepted']} | {r['too_late']} | {r['arrived_before_packing']} | "
+              f"{r['too_late_before_packing']} | {r['cancel_to_freeze_p50_ms']}/{r['cancel_to_freeze_p99_ms']} |")
     print("\n| backend | orders | intake msg/s | ack p50/p99 ms | e2e orders/s | limit orders/s | e2e/limit | stored p50/p99 ms |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -63,6 +63,7 @@ class Runtime:
             limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         )
         self._wake = asyncio.Event()
+        self._audit_wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.vault = PiiVault.from_config(settings.pii_key, settings.hash_key, settings.data_dir)
         self.monitor = ChannelMonitor(self.shops)
@@ -119,7 +120,7 @@ class Runtime:
         return Fulfillment(
             self.engine, [WmsConfig(w.name, w.base_url, w.app_key, w.app_secret, tuple(w.warehouses)) for w in f.wms],
             waybills=waybills, http=self.http, notifier=self.notifier, tracker=self.tracker, rules=self.rules,
-            wake=self.notify_outbox, default_carrier=f.default_carrier,
+            wake=self.notify_outbox, default_carrier=f.default_carrier, label_wait_s=f.label_wait_s,
         )
 
     def _senders(self) -> dict[str, Any]:
@@ -194,6 +195,8 @@ class Runtime:
             return
         self.workers_running = True
         self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
+        if self.settings.audit:
+            self._tasks.append(asyncio.create_task(self._audit_loop(), name="orderhub-audit"))
         self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
         self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
         self._tasks.append(asyncio.create_task(self.relay.run_forever(wake=self.outbox_wake), name="orderhub-outbox-relay"))
@@ -239,22 +242,36 @@ class Runtime:
     # -- background loops -----------------------------------------------------------------
 
     async def _work_loop(self) -> None:
+        """Processing: platform messages into stored orders. The audit has a loop of its own, so a
+        cancel never waits behind the audit of a large batch (interception latency)."""
         while True:
             try:
                 result = await self.processor.run_once()
-                audited = await asyncio.to_thread(self.auditor.run_once) if self.settings.audit else None
             except asyncio.CancelledError:
                 raise
             except Exception:  # keep the worker alive; the batch's lease expires and it is retried
                 log.exception("processing batch failed")
                 await asyncio.sleep(1.0)
                 continue
-            more_audit = audited is not None and audited.orders >= self.auditor.batch_size
-            if (result is None or result.rows < self.processor.batch_size) and not more_audit:
-                self._wake.clear()
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(0.5):  # not wait_for: see services/outbox.py
-                        await self._wake.wait()
+            if result is not None:
+                self._audit_wake.set()
+            if result is None or result.rows < self.processor.batch_size:
+                await _idle(self._wake, 0.5)
+
+    async def _audit_loop(self) -> None:
+        """The audit (审单) of what processing made pending; rows are locked and version-checked, so it
+        may run beside processing (and beside other processes' audits)."""
+        while True:
+            try:
+                audited = await asyncio.to_thread(self.auditor.run_once)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("audit batch failed")
+                await asyncio.sleep(1.0)
+                continue
+            if audited is None or audited.orders < self.auditor.batch_size:
+                await _idle(self._audit_wake, 0.5)
 
     async def _pull_loop(self) -> None:
         while True:
@@ -284,3 +301,12 @@ class Runtime:
             if result is None and audited is None:
                 return
         raise TimeoutError("inbox not drained in time")
+
+
+async def _idle(wake: asyncio.Event, timeout_s: float) -> None:
+    """Wait for `wake` or `timeout_s`. asyncio.timeout, not wait_for: Python 3.11's wait_for can
+    swallow a cancel that arrives as the wake fires, and the loop would then never stop."""
+    wake.clear()
+    with suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await wake.wait()

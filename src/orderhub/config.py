@@ -82,6 +82,9 @@ class FulfillmentSettings(BaseModel):
     cainiao: CainiaoSettings | None = None
     default_carrier: str = "ZTO"  # when the audit's carrier rules chose none
     reconcile_interval_s: float = 15.0  # packages whose send or answer got lost are looked at again
+    # the label gate: a waybill (the WMS packs right after) waits at most this long for platform
+    # messages already received to be processed, so a cancel among them still stops the box
+    label_wait_s: float = 5.0
 
 
 class StockSyncSettings(BaseModel):
