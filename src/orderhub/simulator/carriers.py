@@ -95,15 +95,21 @@ class SimParcel:
                 "scans": [{"at": s.at, "time": _beijing(s.at), "kind": s.kind, "text": s.text, "city": s.city} for s in self.scans]}
 
 
-def timeline(rng: random.Random, shipped_at: int, scenario: str) -> list[SimScan]:
-    """A carrier's scans for one parcel; times are seconds after shipping drawn like real networks move."""
+def timeline(rng: random.Random, shipped_at: int, scenario: str, time_scale: float = 1.0) -> list[SimScan]:
+    """A carrier's scans for one parcel; times are seconds after shipping drawn like real networks move.
+
+    `time_scale` < 1 compresses the track (a day in seconds, for tests); the draws are the same, so
+    a seed gives the same track at any scale. Each scan is at least a second after the one before:
+    the carriers' timestamps have one-second resolution, and two scans in the same second would
+    leave their order to chance.
+    """
     cities = rng.sample(_CITIES, 5)
     out: list[SimScan] = []
     t = shipped_at
 
     def scan(kind: str, after_h: tuple[float, float], city: str | None = None) -> None:
         nonlocal t
-        t += int(rng.uniform(*after_h) * _H)
+        t += max(1, int(rng.uniform(*after_h) * _H * time_scale))
         where = city or cities[min(len(out), len(cities) - 1)]
         out.append(SimScan(t, kind, _CODES[kind][3].format(city=where), where))
 
@@ -134,7 +140,7 @@ class CarrierSim:
     """Both carriers' state, behind one lock (the HTTP handlers and the pusher share it)."""
 
     def __init__(self, seed: int = 0, clock: Callable[[], float] = time.time, kuaidi100: dict[str, str] | None = None,
-                 sf: dict[str, str] | None = None, target_url: str | None = None) -> None:
+                 sf: dict[str, str] | None = None, target_url: str | None = None, time_scale: float = 1.0) -> None:
         self.rng = random.Random(seed)
         self.clock = clock
         self.kuaidi100 = dict(kuaidi100 or DEMO_KUAIDI100)
@@ -142,21 +148,46 @@ class CarrierSim:
         self.target_url = target_url
         self.parcels: dict[str, SimParcel] = {}
         self.stats = {"pushes": 0, "push_failures": 0, "queries": 0, "refused": 0}
+        # How the carriers behave (PUT /_sim/carriers/config): drawn tracks' hours × time_scale, how
+        # often each scenario is drawn, and the push cadence (None: push_forever's own interval).
+        self.time_scale = time_scale
+        self.scenarios = dict(SCENARIOS)
+        self.push_interval_s: float | None = None
         self._lock = threading.Lock()
+
+    def configure(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Change any of time_scale (> 0), scenarios ({name: weight >= 0}, some > 0) and push_interval_s
+        (> 0, or None); checked as a whole before anything changes. Tracks drawn earlier keep their times."""
+        scale = float(values.get("time_scale", self.time_scale))
+        scenarios = {str(k): float(v) for k, v in dict(values.get("scenarios", self.scenarios)).items()}
+        interval = values.get("push_interval_s", self.push_interval_s)
+        interval = None if interval is None else float(interval)
+        if scale <= 0:
+            raise ValueError("time_scale must be > 0")
+        if set(scenarios) - set(SCENARIOS) or any(w < 0 for w in scenarios.values()) or not any(scenarios.values()):
+            raise ValueError(f"scenarios are weights >= 0 (some > 0) of {list(SCENARIOS)}")
+        if interval is not None and interval <= 0:
+            raise ValueError("push_interval_s must be > 0")
+        with self._lock:
+            self.time_scale, self.scenarios, self.push_interval_s = scale, scenarios, interval
+        return self.config()
+
+    def config(self) -> dict[str, Any]:
+        return {"time_scale": self.time_scale, "scenarios": dict(self.scenarios), "push_interval_s": self.push_interval_s}
 
     def add(self, waybill_no: str, carrier: str, shipped_at: int, scenario: str | None = None, provider: str | None = None,
             scans: list[dict[str, Any]] | None = None) -> SimParcel:
-        """A parcel to track; `scans` [{after_s, kind, text?, city?}] replaces the drawn timeline (tests)."""
+        """A parcel to track; `scans` [{after_s, kind, text?, city?}] replaces the drawn timeline (tests; kept as given, not scaled)."""
         with self._lock:
             if scenario is None:
-                scenario = self.rng.choices(list(SCENARIOS), weights=list(SCENARIOS.values()))[0]
+                scenario = self.rng.choices(list(self.scenarios), weights=list(self.scenarios.values()))[0]
             if scenario not in SCENARIOS and scans is None:
                 raise ValueError(f"unknown scenario {scenario!r}; known: {list(SCENARIOS)}")
             if scans is not None:
                 made = [SimScan(shipped_at + int(s["after_s"]), str(s["kind"]), str(s.get("text") or _CODES[s["kind"]][3].format(city="杭州市")),
                                 str(s.get("city") or "杭州市")) for s in scans]  # fmt: skip
             else:
-                made = timeline(self.rng, shipped_at, scenario)
+                made = timeline(self.rng, shipped_at, scenario, self.time_scale)
             parcel = SimParcel(waybill_no, carrier.upper(), provider or ("sf" if carrier.upper() == "SF" else "kuaidi100"),
                                shipped_at, scenario if scans is None else "scripted", made)  # fmt: skip
             self.parcels[waybill_no] = parcel
@@ -241,12 +272,13 @@ class CarrierSim:
         return data.get("result") is True and data.get("returnCode") == "200"  # anything else: Kuaidi100 pushes again later
 
     async def push_forever(self, http: httpx.AsyncClient, interval_s: float = 5.0, target: str | None = None) -> None:
+        """Push what is new every `interval_s` (or every configured push_interval_s, read each round)."""
         while True:
             try:
                 await self.push(http, target)
             except ValueError:
                 pass  # no target yet
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(self.push_interval_s or interval_s)
 
     # -- what the carriers answer -------------------------------------------------------------
 
@@ -339,6 +371,18 @@ def make_control_router(state: CarrierSim, http: Callable[[], httpx.AsyncClient]
         if parcel is None:
             raise HTTPException(404, f"no parcel {waybill_no}")
         return _json({**parcel.as_dict(), "visible": len(state.visible(parcel))})
+
+    @router.get("/config")
+    async def show_config() -> Response:
+        return _json(state.config())
+
+    @router.put("/config")
+    async def set_config(request: Request) -> Response:
+        """{"time_scale"?: 0.0002 (a day in ~17 s), "scenarios"?: {"normal": 0.8, ...}, "push_interval_s"?: 0.5}"""
+        try:
+            return _json(state.configure(orjson.loads(await request.body())))
+        except (orjson.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            raise HTTPException(400, f"bad carriers config: {exc}") from None
 
     @router.post("/push")
     async def push_now(request: Request) -> Response:

@@ -25,6 +25,7 @@ from orderhub.simulator.faults import Faults
 from orderhub.simulator.pusher import Push, Pusher
 from orderhub.simulator.scenarios import CHANNELS, IdSource, Plan, ScenarioMix, plan_order
 from orderhub.simulator.streams import StreamHub
+from orderhub.simulator.wms_flow import WmsOrder
 
 # The platform module contract. Each module serves one platform and exports:
 #   CHANNEL                        the channel code
@@ -129,7 +130,7 @@ class Simulator:
         self._channel_stock: dict[tuple[str, str, str], int] = {}
         self.stock_updates: list[dict[str, Any]] = []
         self.shipments: list[dict[str, Any]] = []  # accepted ship write-backs, in order (simulator/shipments.py)
-        self.wms = wms.WmsState()
+        self.wms = wms.WmsState(on_shipped=self._hand_over)
         self.notify = notify.NotifyState()  # SMS gateway and robot webhooks: what OrderHub sent
         self.carriers = CarrierSim(seed=seed, clock=self.clock.now, target_url=target_url)  # Kuaidi100 / SF tracks
 
@@ -162,6 +163,17 @@ class Simulator:
 
     def log_id(self) -> str:
         return f"{self.clock.now():010d}SIM{next(self._log_seq):012d}"
+
+    # ------------------------------------------------------------ packages leaving the warehouse
+
+    def _hand_over(self, package: WmsOrder) -> None:
+        """The simulated WMS shipped `package`: its carrier takes it at this moment of simulated time, and
+        from now on pushes its track to OrderHub as for a subscribed waybill. A package without a
+        waybill has nothing to track; one handed over already keeps its track."""
+        waybill = package.waybill or {}
+        number = str(waybill.get("waybill_no") or "")
+        if number and number not in self.carriers.parcels:
+            self.carriers.add(number, str(waybill.get("carrier") or package.body.get("carrier") or "ZTO"), self.clock.now())
 
     # ------------------------------------------------------------ channel stock
 

@@ -51,22 +51,26 @@ def seeded_stock() -> dict[tuple[str, str], int]:
 class WmsState:
     """What the simulated warehouse knows (thread-safe behind one lock)."""
 
-    def __init__(self, apps: Iterable[dict[str, str]] | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, apps: Iterable[dict[str, str]] | None = None, clock: Callable[[], float] = time.time,
+                 on_shipped: Callable[[WmsOrder], None] | None = None) -> None:
         # Wall time, not the simulator's clock: the signature timestamp is the client's wall time.
         self.clock = clock
+        self.on_shipped = on_shipped  # who else hears of a package leaving (the simulator's carriers)
         self.apps = {app["app_key"]: app["app_secret"] for app in (apps or [DEMO_WMS_APP])}
         self._lock = threading.Lock()
         self._stock = seeded_stock()
         self.flow = OrderFlow(self.apps, sign, clock=clock, on_shipped=self._shipped)
 
     def _shipped(self, order: WmsOrder) -> None:
-        """What leaves the warehouse leaves its stock (the next stock import sees it)."""
+        """What leaves the warehouse leaves its stock (the next stock import sees it) and is the carrier's now."""
         warehouse = str(order.body.get("warehouse") or "")
         with self._lock:
             for line in order.body.get("lines") or ():
                 key = (str(line.get("sku")), warehouse)
                 if key in self._stock:
                     self._stock[key] = max(0, self._stock[key] - int(line.get("qty") or 0))
+        if self.on_shipped is not None:
+            self.on_shipped(order)
 
     async def aclose(self) -> None:
         await self.flow.aclose()

@@ -311,6 +311,27 @@ def merge_customers(conn: sa.Connection, gone: str, keep: str) -> None:
         conn.execute(sa.delete(customers).where(customers.c.id == gone))
 
 
+def merge_shipment(ours: dict[str, Any] | None, theirs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The platform's snapshot names the parcel; what OrderHub knows of it stays: the logistics status
+    tracking wrote, a split order's waybills, the carrier code fulfillment shipped with (the platform
+    may call the same parcel 中通快递 where OrderHub says ZTO). A different waybill from the platform
+    (re-shipped outside OrderHub) replaces the parcel's carrier and number."""
+    if not ours or not theirs:
+        return ours or theirs
+    known = {ours.get("waybill_no")} | {w.get("waybill_no") for w in ours.get("waybills") or ()}
+    if theirs.get("waybill_no") in known:
+        return ours
+    return {**ours, **theirs}
+
+
+def _stored_shipments(conn: sa.Connection, ids: Sequence[str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        found.update(conn.execute(sa.select(orders.c.id, orders.c.shipment).where(orders.c.id.in_(chunk), orders.c.shipment.is_not(None))).all())
+    return found
+
+
 def _update_orders(
     conn: sa.Connection, updates: Sequence[tuple[Change, int, str | None]], now: datetime, snapshot_at: dict[str, datetime]
 ) -> None:
@@ -323,8 +344,10 @@ def _update_orders(
     values = {c.name: sa.bindparam(f"b_{c.name}") for c in mutable}
     stmt = sa.update(orders).where(orders.c.id == sa.bindparam("b_id"), orders.c.version == sa.bindparam("b_expected")).values(values)
     params = []
+    ours = _stored_shipments(conn, [change.order.id for change, _, _ in updates])
     for change, expected, customer_id in updates:
         row = order_row(change, customer_id, expected + 1, now, snapshot_at.get(change.order.id))
+        row["shipment"] = merge_shipment(ours.get(row["id"]), row["shipment"])
         bound = {f"b_{name}": row[name] for name in values}
         bound["b_id"] = row["id"]
         bound["b_expected"] = expected
