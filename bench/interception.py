@@ -45,7 +45,7 @@ from fastapi import FastAPI
 from orderhub.adapters.channels.base import Authenticated, PushMessage
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import inventory_repo
-from orderhub.adapters.db.tables import freeze_instructions, inbox, orders
+from orderhub.adapters.db.tables import freeze_instructions, inbox, orders, outbox
 from orderhub.bootstrap import Runtime
 from orderhub.config import CainiaoSettings, FulfillmentSettings, Settings, ShopSettings, WmsEndpointSettings
 from orderhub.domain.errors import ErrorCode, SignatureError
@@ -208,12 +208,16 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
                 outcomes = {r.order_id: r.outcome for r in conn.execute(sa.select(freeze_instructions.c.order_id, freeze_instructions.c.outcome))}
                 statuses = dict(conn.execute(sa.select(orders.c.id, orders.c.status)).all())
                 arrived = _cancel_arrivals(conn)
+                written = {r.order_id: r.created_at.timestamp() for r in conn.execute(
+                    sa.select(outbox.c.order_id, sa.func.min(outbox.c.created_at).label("created_at"))
+                    .where(outbox.c.kind == "wms.freeze").group_by(outbox.c.order_id))}
         finally:
             await rt.stop()
             server.should_exit = True
             await serving
             await sim.aclose()
     delays, from_send, late_margins, intercepted, too_late, before_packing, other = [], [], [], 0, 0, 0, []
+    processing, relaying = [], []  # the two halves: cancel stored -> freeze written (processing), -> at the WMS (relay)
     for original, sent in cancel_sent.items():
         oid = order_id("bench", original)
         at_wms = wms.get(oid) or {}
@@ -224,6 +228,9 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
             if TRACE:
                 print(f"{arrival - min(arrived.values()):8.3f} s  {delays[-1]:8.1f} ms  {freeze[0]['result']}", file=sys.stderr)
             from_send.append((freeze[0]["received_at"] - sent) * 1000)
+            if oid in written:
+                processing.append((written[oid] - arrival) * 1000)
+                relaying.append((freeze[0]["received_at"] - written[oid]) * 1000)
         packed_at = at_wms.get("packed_at")
         early = packed_at is None or arrival < packed_at
         before_packing += early
@@ -245,6 +252,8 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         "freezes_sent": len(delays), "labels_held": held_labels, "neither": other,
         "cancel_to_freeze_p50_ms": ms(delays, 0.50), "cancel_to_freeze_p99_ms": ms(delays, 0.99), "cancel_to_freeze_max_ms": ms(delays, 1.0),
         "push_sent_to_freeze_p50_ms": ms(from_send, 0.50), "push_sent_to_freeze_p99_ms": ms(from_send, 0.99),
+        "stored_to_written_p50_ms": ms(processing, 0.50), "stored_to_written_p99_ms": ms(processing, 0.99),
+        "written_to_wms_p50_ms": ms(relaying, 0.50), "written_to_wms_p99_ms": ms(relaying, 0.99),
     }
 
 
