@@ -245,6 +245,7 @@ class Runtime:
         """Processing: platform messages into stored orders. The audit has a loop of its own, so a
         cancel never waits behind the audit of a large batch (interception latency)."""
         while True:
+            self._wake.clear()  # before the batch: a message stored during it wakes the next round at once
             try:
                 result = await self.processor.run_once()
             except asyncio.CancelledError:
@@ -262,6 +263,7 @@ class Runtime:
         """The audit (审单) of what processing made pending; rows are locked and version-checked, so it
         may run beside processing (and beside other processes' audits)."""
         while True:
+            self._audit_wake.clear()
             try:
                 audited = await asyncio.to_thread(self.auditor.run_once)
             except asyncio.CancelledError:
@@ -304,9 +306,9 @@ class Runtime:
 
 
 async def _idle(wake: asyncio.Event, timeout_s: float) -> None:
-    """Wait for `wake` or `timeout_s`. asyncio.timeout, not wait_for: Python 3.11's wait_for can
-    swallow a cancel that arrives as the wake fires, and the loop would then never stop."""
-    wake.clear()
+    """Wait for `wake` (cleared by the caller before its batch, so a wake during the batch is not
+    lost) or `timeout_s`. asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+    cancel that arrives as the wake fires, and the loop would then never stop."""
     with suppress(TimeoutError):
         async with asyncio.timeout(timeout_s):
             await wake.wait()
