@@ -28,7 +28,6 @@ import random
 import socket
 import sys
 import tempfile
-import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from hashlib import md5
@@ -37,7 +36,6 @@ from typing import Any
 
 import httpx
 import orjson
-import psycopg
 import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
@@ -61,7 +59,7 @@ from orderhub.simulator.wms import DEMO_WMS_APP
 
 sys.path.insert(0, str(Path(__file__).parent))
 from phases import percentile  # noqa: E402
-from stack import ORDERHUB, PG_ADMIN, Process, free_port, wait_http  # noqa: E402
+from stack import ORDERHUB, Process, database, free_port, wait_http  # noqa: E402
 
 SHOP_ID, APP_KEY, APP_SECRET = "B1", "bench-app", "bench-secret"
 SKU = "TS-TEE01-WH-L"
@@ -128,21 +126,6 @@ def simulator(workdir: Path) -> Any:
         yield f"http://127.0.0.1:{port}"
     finally:
         process.stop()
-
-
-@contextlib.contextmanager
-def database(backend: str, workdir: Path) -> Any:
-    if backend == "sqlite":
-        yield f"sqlite:///{workdir / 'interception.db'}"
-        return
-    name = f"orderhub_bench_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{PG_ADMIN.rsplit('/', 1)[0].replace('postgresql://', 'postgresql+psycopg://', 1)}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float = 5.0) -> dict[str, Any]:
