@@ -87,3 +87,21 @@ def fake_registry(platform: FakePlatform) -> ChannelRegistry:
 
 def push_body(*messages: dict[str, Any]) -> bytes:
     return orjson.dumps({"messages": list(messages)})
+
+
+class StoredOrdersChannel(FakeChannel):
+    """The fake push channel with whole canonical orders on the platform side: a test puts a
+    NormalizedOrder in `orders`, pushes its id, and processing stores exactly that order."""
+
+    def __init__(self) -> None:
+        super().__init__(None)  # type: ignore[arg-type]
+        self.orders: dict[str, NormalizedOrder] = {}
+
+    async def fetch_orders(self, http: Any, shop: Any, original_ids: list[str]) -> dict[str, dict[str, Any]]:
+        return {oid: {"id": oid} for oid in original_ids if oid in self.orders}
+
+    async def pull_window(self, http: Any, shop: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        return []
+
+    def normalize(self, raw: dict[str, Any], shop: Any) -> NormalizedOrder:
+        return self.orders[raw["id"]]

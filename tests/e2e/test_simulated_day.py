@@ -24,8 +24,6 @@ would be finer than the carriers' one-second timestamps.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -51,6 +49,7 @@ from orderhub.services.tracking import default_stall_rules
 from orderhub.simulator import model as m
 from orderhub.simulator.app import BackgroundSimulator, Simulator, serve_in_background
 from orderhub.simulator.scenarios import CHANNELS, ScenarioMix
+from servers import QuietServer, listening_socket
 
 pytestmark = pytest.mark.slow
 
@@ -76,20 +75,6 @@ LIMITS = {"channels": {"wecom": {"count": 600, "window_s": 60}, "dingtalk": {"co
 STALL_OF = {"no_first_scan": {"stall_no_first_scan"}, "stall_in_transit": {"stall_in_transit_24h", "stall_in_transit_48h"}}
 NORMAL_KINDS = {"collected", "in_transit", "out_for_delivery", "delivered"}
 TEARDOWN_S = 15.0
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
-        yield
-
-
-def _socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
 
 
 @dataclass
@@ -190,7 +175,7 @@ async def _stop(awaitable: Awaitable[Any], what: str) -> None:
 
 @pytest.fixture
 async def day(database_url: str, tmp_path) -> AsyncIterator[Day]:
-    sock = _socket()
+    sock = listening_socket()
     hub_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sim = Simulator(seed=SEED)
     served = await serve_in_background("127.0.0.1", 0, sim, target_url=hub_url)  # the carriers push to OrderHub
@@ -201,7 +186,7 @@ async def day(database_url: str, tmp_path) -> AsyncIterator[Day]:
                                            "notifications": settings.notifications.model_copy(update={"limits": LIMITS})})
     runtime = Runtime(settings)
     seed_demo_catalogue(runtime.engine)
-    server = _QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
+    server = QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="orderhub-day")
     hub = httpx.AsyncClient(base_url=hub_url, timeout=10)
     control = httpx.AsyncClient(base_url=served.url, timeout=10)

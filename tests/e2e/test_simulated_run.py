@@ -7,9 +7,7 @@ OrderHub receives them over real HTTP, fetches details, pulls JD and stores cano
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from collections import Counter, defaultdict
 
 import httpx
@@ -28,31 +26,18 @@ from orderhub.entrypoints.api.app import create_app
 from orderhub.entrypoints.serve import seed_demo_catalogue
 from orderhub.simulator.app import Simulator, serve_in_background
 from orderhub.simulator.scenarios import CHANNELS
+from servers import QuietServer, listening_socket
 
 ORDERS = 2000
 
 pytestmark = pytest.mark.slow
 
 
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield
-
-
-def _socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(512)
-    sock.setblocking(False)
-    return sock
-
-
 @pytest.fixture
 async def stack(database_url):
     sim = Simulator(seed=424242)
     sim_server = await serve_in_background("127.0.0.1", 0, sim)
-    sock = _socket()
+    sock = listening_socket()
     hub_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = Settings(
         database_url=database_url,
@@ -62,7 +47,7 @@ async def stack(database_url):
     )
     runtime = Runtime(settings)
     seed_demo_catalogue(runtime.engine)  # the audit runs too: catalogue, listings and opening stock
-    server = _QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on"))
+    server = QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on"))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)

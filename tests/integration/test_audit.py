@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from factories import T0
-from fakes import SHOP, FakeChannel, push_body
+from fakes import SHOP, FakeChannel, StoredOrdersChannel, push_body
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import audit_repo, inventory_repo, queries
 from orderhub.adapters.db.tables import order_events, stock
@@ -53,26 +53,9 @@ def build(oid: str, *, lines: tuple[tuple[str | None, int, int], ...] = ((TEE, 2
     return order
 
 
-class AuditChannel(FakeChannel):
-    """The fake push channel, with whole canonical orders on the platform side."""
-
-    def __init__(self) -> None:
-        super().__init__(None)  # type: ignore[arg-type]
-        self.orders: dict[str, NormalizedOrder] = {}
-
-    async def fetch_orders(self, http: Any, shop: Any, original_ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {oid: {"id": oid} for oid in original_ids if oid in self.orders}
-
-    async def pull_window(self, http: Any, shop: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        return []
-
-    def normalize(self, raw: dict[str, Any], shop: Any) -> NormalizedOrder:
-        return self.orders[raw["id"]]
-
-
 @pytest.fixture
-def channel() -> AuditChannel:
-    return AuditChannel()
+def channel() -> StoredOrdersChannel:
+    return StoredOrdersChannel()
 
 
 @pytest.fixture
@@ -95,7 +78,7 @@ def set_stock(rt: Runtime, counts: list[tuple[str, str, int]]) -> None:
         inventory_repo.sync_on_hand(conn, counts, actor="test", reason="test stock", now=datetime.now(UTC))
 
 
-async def arrive(rt: Runtime, channel: AuditChannel, *orders: NormalizedOrder) -> None:
+async def arrive(rt: Runtime, channel: StoredOrdersChannel, *orders: NormalizedOrder) -> None:
     for order in orders:
         channel.orders[order.original_id] = order
     body = push_body(*({"id": o.original_id, "updated": int((o.updated_at - T0).total_seconds()) - 41} for o in orders))

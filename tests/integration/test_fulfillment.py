@@ -4,8 +4,6 @@ ready → picking → shipped, priority first, interception before and after pac
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -19,7 +17,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from factories import T0
-from fakes import SHOP, FakeChannel, push_body
+from fakes import SHOP, FakeChannel, StoredOrdersChannel, push_body
+from servers import QuietServer, listening_socket
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import inventory_repo
 from orderhub.adapters.db.tables import freeze_instructions, fulfillments, order_events, orders, outbox, parcels, stock
@@ -61,31 +60,10 @@ def build(oid: str, *, status: Status = Status.PAID, updated: int = 0, level: st
     return order
 
 
-class Channel(FakeChannel):
-    def __init__(self) -> None:
-        super().__init__(None)  # type: ignore[arg-type]
-        self.orders: dict[str, NormalizedOrder] = {}
-
-    async def fetch_orders(self, http: Any, shop: Any, original_ids: list[str]) -> dict[str, dict[str, Any]]:
-        return {oid: {"id": oid} for oid in original_ids if oid in self.orders}
-
-    async def pull_window(self, http: Any, shop: Any, start: datetime, end: datetime) -> list[dict[str, Any]]:
-        return []
-
-    def normalize(self, raw: dict[str, Any], shop: Any) -> NormalizedOrder:
-        return self.orders[raw["id"]]
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[override]
-        yield
-
-
 @dataclass
 class Hub:
     rt: Runtime
-    channel: Channel
+    channel: StoredOrdersChannel
     sim: Simulator
     sim_url: str
     url: str
@@ -171,20 +149,12 @@ def hub_status(hub: Hub, oid: str) -> str | None:
     return hub.order(oid).get("status")
 
 
-def _socket() -> socket.socket:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
-
-
 @pytest.fixture
 async def hub(database_url, tmp_path):
     sim = Simulator(seed=11)
     served = await serve_in_background("127.0.0.1", 0, sim)
     sim.wms.flow.configure(FAST)
-    channel = Channel()
+    channel = StoredOrdersChannel()
     settings = Settings(
         database_url=database_url, data_dir=tmp_path, pull_interval_s=3600,
         shops=[ShopSettings(channel="fake", shop_id=SHOP.shop_id, name=SHOP.name, app_key=SHOP.app_key, app_secret=SHOP.app_secret)],
@@ -204,9 +174,9 @@ async def hub(database_url, tmp_path):
     app = FastAPI()
     errors.install(app)
     app.include_router(build_fulfillment_router(rt))
-    sock = _socket()
+    sock = listening_socket(128)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
+    server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
