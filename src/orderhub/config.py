@@ -166,6 +166,15 @@ class TrackingSettings(BaseModel):
     stall_check_interval_s: float = 300.0
 
 
+class AuthSettings(BaseModel):
+    """Logins, API keys and the public tracking endpoint (docs/security.md)."""
+
+    token_ttl_h: float = 12.0  # a login lasts this long (one working day), then the console asks again
+    login_max_failures: int = 10  # failed logins of one username from one client address …
+    login_window_s: float = 300.0  # … within this window: further attempts get 429 until it passes
+    track_per_minute: int = 20  # public tracking requests per client address and minute
+
+
 class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
@@ -185,10 +194,13 @@ class Settings(BaseModel):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     carriers: CarrierSettings = Field(default_factory=CarrierSettings)
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     # incremental pull
     pull_interval_s: float = 10.0
     pull_overlap_s: float = 120.0  # re-read this much of the previous window: platforms index late
     pull_lookback_s: float = 86_400.0  # first sync of a new shop starts this far back
+    # the dashboard's on-time ship rate: shipped within this many hours of payment (platforms ask 48 h)
+    ship_sla_hours: float = 48.0
 
     @property
     def resolved_database_url(self) -> str:

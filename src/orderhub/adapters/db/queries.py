@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 import orjson
 import sqlalchemy as sa
 
-from orderhub.adapters.db.tables import customer_channels, customers, order_events, order_lines, orders, quarantine, reservations
+from orderhub.adapters.db.tables import (
+    customer_channels, customers, fulfillments, order_events, order_lines, orders, parcels, quarantine, reservations,
+)
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -40,6 +42,7 @@ class OrderFilters:
     q: str | None = None
     phone_last4_hash: str | None = None  # keyed hash of the buyer phone's last 4 digits
     held: bool = False  # only orders with at least one hold (the exception queue)
+    waybill_no: str | None = None
 
 
 def encode_cursor(created_at: datetime, order_id: str) -> str:
@@ -80,8 +83,14 @@ def list_orders(conn: sa.Connection, filters: OrderFilters, limit: int, cursor: 
     if f.held:
         query = query.where(sa.cast(orders.c.holds, sa.Text) != "[]")
     if f.q:
+        # one search box: the platform's order number, OrderHub's id, or a waybill number
         term = f.q.strip()
-        query = query.where(sa.or_(orders.c.original_id == term, orders.c.id == term.lower()))
+        # a union of indexed lookups, not an OR across columns (which PostgreSQL answers with a scan)
+        query = query.where(orders.c.id.in_(sa.union(
+            sa.select(orders.c.id).where(orders.c.original_id == term), sa.select(orders.c.id).where(orders.c.id == term.lower()),
+            *_by_waybill(term).selects)))
+    if f.waybill_no:
+        query = query.where(orders.c.id.in_(_by_waybill(f.waybill_no.strip())))
     if cursor:
         created, last_id = decode_cursor(cursor)
         query = query.where(
@@ -93,6 +102,12 @@ def list_orders(conn: sa.Connection, filters: OrderFilters, limit: int, cursor: 
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1]["created_at"], rows[-1]["id"])
     return _with_details(conn, rows), next_cursor
+
+
+def _by_waybill(waybill_no: str) -> sa.CompoundSelect[Any]:
+    """Orders with a parcel of this number: tracked parcels, and packages the WMS shipped."""
+    return sa.union(sa.select(parcels.c.order_id).where(parcels.c.waybill_no == waybill_no),
+                    sa.select(fulfillments.c.order_id).where(fulfillments.c.waybill_no == waybill_no))
 
 
 def get_order(conn: sa.Connection, order_id: str) -> dict[str, Any] | None:

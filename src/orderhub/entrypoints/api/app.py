@@ -11,6 +11,7 @@ from orderhub import __version__
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.audit_routes import build_audit_router
+from orderhub.entrypoints.api.dashboard_routes import build_dashboard_router
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.notification_routes import build_notification_router
 from orderhub.entrypoints.api.outbox_routes import build_outbox_router
@@ -44,5 +45,6 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     app.include_router(build_outbox_router(runtime))
     app.include_router(build_notification_router(runtime))
     app.include_router(build_tracking_router(runtime))
+    app.include_router(build_dashboard_router(runtime))
     app.state.runtime = runtime
     return app

@@ -78,7 +78,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         paid_from: datetime | None = None,
         paid_to: datetime | None = None,
         hold: Annotated[str | None, Query(description="hold code, e.g. risk_review")] = None,
-        q: Annotated[str | None, Query(description="original order number or internal id")] = None,
+        q: Annotated[str | None, Query(description="original order number, internal id or waybill number")] = None,
+        waybill_no: Annotated[str | None, Query(description="a parcel's waybill number")] = None,
         phone_last4: Annotated[str | None, Query(description="last 4 digits of the buyer's phone", pattern=r"^\d{4}$")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
@@ -87,7 +88,8 @@ def build_router(runtime: Runtime) -> APIRouter:
             if value is not None and value.tzinfo is None:
                 raise OrderHubError(ErrorCode.INVALID_REQUEST, f"{name} needs a time zone, e.g. 2025-03-18T10:00:00+08:00", name)
         last4_hash = runtime.vault.last4_hash(phone_last4) if phone_last4 else None
-        filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q, last4_hash)
+        filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q, last4_hash,
+                                       waybill_no=waybill_no)
         items, next_cursor = await read(queries.list_orders, filters, limit, cursor)
         return JsonResponse({"items": items, "next_cursor": next_cursor})
 
