@@ -71,10 +71,11 @@ class Fulfillment:
         self, engine: sa.Engine, wms: Sequence[WmsConfig], *, waybills: CainiaoWaybills | None = None, http: httpx.AsyncClient | None = None,
         notifier: Any = None, tracker: Any = None, rules: Any = None, wake: Callable[[], None] | None = None,
         default_carrier: str = "ZTO", clock: Callable[[], datetime] = _now, max_skew_s: float = 300.0, callback_threads: int = 2,
-        label_grace_s: float = 0.05, label_wait_s: float = 1.0,
+        label_grace_s: float = 0.05, label_wait_s: float = 1.0, unwritten: Callable[[], datetime | None] | None = None,
     ) -> None:
         """notifier: services.notifications.Notifier; tracker: services.tracking.Tracker; rules: services.rules.RuleBook
-        (to tell whether a new address needs another warehouse); wake: thread-safe, wakes the outbox relay."""
+        (to tell whether a new address needs another warehouse); wake: thread-safe, wakes the outbox relay;
+        unwritten: when the oldest platform message this process accepted and has not committed yet arrived."""
         self.engine = engine
         self.wms = {w.name: w for w in wms}
         self.waybills = waybills
@@ -90,6 +91,7 @@ class Fulfillment:
         self.label_grace_s, self.label_wait_s = label_grace_s, label_wait_s
         # WMS callbacks (a burst: five per package) get threads of their own, so they queue among
         # themselves instead of taking every worker thread the platform cancels and the relay need.
+        self.unwritten = unwritten or (lambda: None)
         self._callbacks = ThreadPoolExecutor(max_workers=callback_threads, thread_name_prefix="wms-callbacks")
         self.callbacks = wms_events.CallbackBatches(self)
         self._lane: tuple[Relay, asyncio.AbstractEventLoop, asyncio.Event] | None = None

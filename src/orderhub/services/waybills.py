@@ -58,8 +58,12 @@ async def answer(service: Fulfillment, wms: WmsConfig, event: dict[str, Any]) ->
 
 
 def _grant(service: Fulfillment, wms: WmsConfig, code: str, waybill: Waybill | None, cutoff: datetime | None) -> dict[str, Any] | None:
-    """None while a platform message received by `cutoff` is still unprocessed; else the label (or a 409)."""
+    """None while a platform message received by `cutoff` is still unprocessed (or still on its way to
+    disk in this process); else the label (or a 409)."""
     if cutoff is not None:
+        oldest = service.unwritten()
+        if oldest is not None and oldest <= cutoff:
+            return None
         with service.engine.connect().execution_options(readonly=True) as conn:
             if repo.inbox_behind(conn, cutoff):
                 return None

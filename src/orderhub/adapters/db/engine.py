@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
+
+
+BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for the write lock before it fails
 
 
 def _json_serializer(value: object) -> str:
@@ -22,12 +27,12 @@ def create_engine(url: str) -> sa.Engine:
             url,
             json_serializer=_json_serializer,
             json_deserializer=orjson.loads,
-            connect_args={"timeout": 30, "check_same_thread": False},
+            connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
             pool_size=8,
             max_overflow=8,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
+        _WriterTurn(engine)
         return engine
     return sa.create_engine(
         url,
@@ -49,18 +54,60 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     # durable before the platform is acknowledged (group commit amortises the fsync).
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
-def _sqlite_begin(conn: sa.Connection) -> None:
-    # Writers take the write lock up front so they queue on busy_timeout instead of failing;
-    # read-only work (the console, the API) asks for readonly=True and never blocks writers.
-    if conn.get_execution_options().get("readonly"):
-        conn.exec_driver_sql("BEGIN")
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+class _WriterTurn:
+    """SQLite has one writer at a time. Writers of this process take turns on a lock here, so the
+    next one starts the moment the last commits; left to SQLite's busy handler, a waiting writer
+    sleeps in growing steps (up to 100 ms) and a one-row write could wait 500 ms behind a 5 ms one
+    (the cancel -> freeze latency). Another process (the CLI beside the server) still meets the
+    busy handler. Read-only work (the console, the API) asks for readonly=True: a plain BEGIN,
+    no turn, never blocking writers (WAL)."""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self._lock = threading.Lock()
+        self._holder: int | None = None  # id() of the DBAPI connection whose turn it is
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+        dialect.do_commit = lambda connection: self._end(commit, connection)  # type: ignore[method-assign]
+        dialect.do_rollback = lambda connection: self._end(rollback, connection)  # type: ignore[method-assign]
+        event.listen(engine, "begin", self._begin)
+        # a connection discarded or returned mid-transaction (an error, a kill) gives its turn back too
+        event.listen(engine, "checkin", lambda dbapi_connection, _record: self._give_back(dbapi_connection))
+        event.listen(engine, "invalidate", lambda dbapi_connection, _record, _exc: self._give_back(dbapi_connection))
+
+    def _begin(self, conn: sa.Connection) -> None:
+        if conn.get_execution_options().get("readonly"):
+            conn.exec_driver_sql("BEGIN")
+            return
+        # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred read-then-write
+        # transaction fails with SQLITE_BUSY under concurrency instead of waiting.
+        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own busy timeout would
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked (writer turn)"))
+        self._holder = id(conn.connection.dbapi_connection)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            self._release()
+            raise
+
+    def _end(self, finish: Any, connection: Any) -> None:
+        try:
+            finish(connection)
+        finally:
+            # SQLAlchemy passes its pool's proxy here; the turn was taken by the DBAPI connection inside
+            self._give_back(getattr(connection, "dbapi_connection", connection))
+
+    def _give_back(self, dbapi_connection: Any) -> None:
+        if dbapi_connection is not None and self._holder == id(dbapi_connection):
+            self._release()
+
+    def _release(self) -> None:
+        self._holder = None
+        self._lock.release()
 
 
 def is_deadlock(exc: BaseException) -> bool:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -48,6 +49,9 @@ class InboxWriter:
         self._thread: threading.Thread | None = None
         self.commits = 0
         self.rows_written = 0
+        # received_at of every row handed in and not yet committed, oldest first (rows commit in
+        # the order they came: one writer thread, FIFO); deque appends and pops are thread-safe
+        self._unwritten: deque[datetime] = deque()
 
     def start(self) -> None:
         if self._thread is None:
@@ -73,8 +77,17 @@ class InboxWriter:
             "status": "pending",
             "attempts": 0,
         }
+        self._unwritten.append(row["received_at"])
         self._queue.put((row, future, loop))
         await future
+
+    def oldest_unwritten(self) -> datetime | None:
+        """When the oldest message this process accepted but has not committed yet arrived (the
+        label gate must not miss a cancel that is on its way to disk)."""
+        try:
+            return self._unwritten[0]
+        except IndexError:
+            return None
 
     def _run(self) -> None:
         while True:
@@ -106,6 +119,8 @@ class InboxWriter:
         except Exception as exc:  # the database is unreachable or full: callers answer 503
             log.error("inbox write of %d rows failed: %s", len(batch), exc)
             error = exc
+        for _ in batch:  # committed, or refused (the platforms retry): no longer on the way
+            self._unwritten.popleft()
         for _, future, loop in batch:
             loop.call_soon_threadsafe(_resolve, future, error)
         if error is None and self._on_commit is not None:
