@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import orjson
@@ -91,8 +92,18 @@ def _key_file(path: Path, make: object) -> str:
         return path.read_text(encoding="utf-8").strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     value = make()  # type: ignore[operator]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(value + "\n")
+    # Written whole under a temporary name, then linked into place: two processes starting at once
+    # (server and CLI) agree on the first key, and nobody reads a half-written one.
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(value + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(temporary, path)
+    except FileExistsError:
+        return path.read_text(encoding="utf-8").strip()
+    finally:
+        os.unlink(temporary)
     log.warning("generated %s (no key configured); back it up: sealed buyer data cannot be read without it", path.name)
     return value
