@@ -28,7 +28,7 @@ from cryptography.fernet import Fernet
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from stack import ORDERHUB, Process, database, free_port, wait_http  # noqa: E402
+from stack import ORDERHUB, Process, admin_headers, database, free_port, wait_http  # noqa: E402
 
 from orderhub.adapters.db import migrate  # noqa: E402
 from orderhub.adapters.db.engine import create_engine  # noqa: E402
@@ -140,7 +140,7 @@ def bench_backend(backend: str, n: int) -> dict[str, Any]:
         try:
             base = f"http://127.0.0.1:{port}"
             wait_http(f"{base}/api/v1/health")
-            with httpx.Client(base_url=base, timeout=30) as client:
+            with httpx.Client(base_url=base, timeout=30, headers=admin_headers(url)) as client:
                 floor, _, _ = timed(client, "/api/v1/health")
                 _, _, first = timed(client, "/api/v1/orders", {"limit": 50}, runs=1)
                 today = datetime.now(SHANGHAI).date()

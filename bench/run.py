@@ -65,7 +65,7 @@ def bench_backend(backend: str, args: argparse.Namespace, rules: dict) -> dict:
 
     with stack(backend, before_hub=create_pulled_orders) as s:
         hub, sim, db_url = s["hub"], s["sim"], s["database_url"]
-        httpx.post(f"{hub}/api/v1/workers/pause", timeout=30).raise_for_status()
+        httpx.post(f"{hub}/api/v1/workers/pause", headers=s["headers"], timeout=30).raise_for_status()
         t = time.perf_counter()
         prepared = prepare_pushes(sim, args.orders, seed=args.seed, mix=PEAK_MIX, channels=PUSH_CHANNELS)
         pushes = prepared.webhooks
@@ -83,7 +83,7 @@ def bench_backend(backend: str, args: argparse.Namespace, rules: dict) -> dict:
               f"failures {intake['failures']}); with the stream messages {intake['all_msgs_per_s']:.0f} msg/s kept", flush=True)
 
         expected = len(ids) + pulled_orders
-        httpx.post(f"{hub}/api/v1/workers/resume", timeout=30).raise_for_status()
+        httpx.post(f"{hub}/api/v1/workers/resume", headers=s["headers"], timeout=30).raise_for_status()
         seconds = wait_drained(hub, db_url, expected, timeout=args.timeout)
         processed = count_orders(db_url)
         e2e = processed / seconds

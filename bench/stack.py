@@ -93,6 +93,20 @@ def seed_catalogue(database_url: str, units: int = 1_000_000) -> None:
         engine.dispose()
 
 
+def admin_headers(database_url: str) -> dict[str, str]:
+    """An admin API key for the benchmark's own calls (pause, resume, reading pages): the API wants a login."""
+    from orderhub.adapters.db.engine import create_engine
+    from orderhub.domain.access import Actor
+    from orderhub.services import users
+
+    engine = create_engine(database_url)
+    try:
+        key = users.create_api_key(engine, Actor("bench", "system"), name=f"bench-{uuid.uuid4().hex[:6]}", role="admin")["key"]
+    finally:
+        engine.dispose()
+    return {"Authorization": f"Bearer {key}"}
+
+
 @contextmanager
 def stack(backend: str, *, pull_interval_s: float = 2.0, before_hub: Callable[[str], None] | None = None) -> Iterator[dict[str, str]]:
     """Simulator + OrderHub on free ports, OrderHub on a fresh database of `backend`.
@@ -121,7 +135,7 @@ def stack(backend: str, *, pull_interval_s: float = 2.0, before_hub: Callable[[s
                     before_hub(sim_url)
                 hub = Process([*ORDERHUB, "serve", "--port", str(hub_port), "--config", str(workdir / "orderhub.yaml")], workdir / "hub.log")
                 wait_http(f"{hub_url}/api/v1/health")
-                yield {"sim": sim_url, "hub": hub_url, "database_url": db_url, "workdir": str(workdir)}
+                yield {"sim": sim_url, "hub": hub_url, "database_url": db_url, "workdir": str(workdir), "headers": admin_headers(db_url)}
             finally:
                 if hub is not None:
                     hub.stop()

@@ -16,7 +16,7 @@ from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter
 from orderhub.adapters.pii_crypto import PiiVault
-from orderhub.adapters.carriers.kuaidi100 import Kuaidi100, Kuaidi100Config
+from orderhub.adapters.carriers.kuaidi100 import SUBSCRIBE_KIND, Kuaidi100, Kuaidi100Config, Kuaidi100Subscriber
 from orderhub.adapters.carriers.sf import Sf, SfConfig
 from orderhub.adapters.notify.dingtalk import DingTalkRobot, DingTalkRobotSender
 from orderhub.adapters.notify.mail import SmtpSender, SmtpSettings
@@ -130,6 +130,8 @@ class Runtime:
         senders["platform.ship"] = ShipSender(self.http, self.shops, adapters=self.channels.sources)
         if self.fulfillment is not None:  # packages, freezes, unfreezes, address changes, cancels
             senders["wms"] = self.fulfillment.http_sender(self.http)
+        if self.tracker.kuaidi100 is not None and self.tracker.kuaidi100.config.callback_url:
+            senders[SUBSCRIBE_KIND] = Kuaidi100Subscriber(self.tracker.kuaidi100, self.http)
         n = self.settings.notifications
         # notifications register under their full kinds: the relay only claims what it can send
         if n.sms:

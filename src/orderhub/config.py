@@ -148,6 +148,9 @@ class Kuaidi100Settings(BaseModel):
     key: str
     salt: str  # signs the subscription pushes: sign = UPPER(md5(param + salt))
     base_url: str = "https://poll.kuaidi100.com"
+    # OrderHub's public URL of /api/v1/webhooks/carriers/kuaidi100: each shipped parcel is subscribed
+    # with it (carrier.subscribe in the outbox); unset: no subscriptions, tracking relies on polling
+    callback_url: str | None = None
 
 
 class SfSettings(BaseModel):

@@ -13,6 +13,7 @@ import httpx
 import pytest
 import uvicorn
 
+from auth_helpers import api_key_headers
 from fakes import SHOP, FakeChannel, FakePlatform, fake_registry, push_body
 from orderhub.adapters.channels.file_import import FileChannel
 from orderhub.bootstrap import Runtime
@@ -33,7 +34,7 @@ class _QuietServer(uvicorn.Server):
 
 @dataclass
 class Api:
-    """A running OrderHub reachable over real HTTP."""
+    """A running OrderHub reachable over real HTTP; `client` is authenticated as an admin (API key)."""
 
     base_url: str
     client: httpx.AsyncClient
@@ -102,7 +103,7 @@ async def serve(database_url: str, platform: FakePlatform) -> AsyncIterator[Call
         server = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
         task = asyncio.create_task(server.serve(sockets=[sock]), name="uvicorn")
         base_url = f"http://127.0.0.1:{port}"
-        client = httpx.AsyncClient(base_url=base_url, timeout=5.0)
+        client = httpx.AsyncClient(base_url=base_url, timeout=5.0, headers=api_key_headers(runtime.engine))
         running.append((server, task, client, sock))
         deadline = asyncio.get_running_loop().time() + STARTUP_TIMEOUT_S
         while True:

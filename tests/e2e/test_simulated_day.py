@@ -35,6 +35,7 @@ import pytest
 import sqlalchemy as sa
 import uvicorn
 
+from auth_helpers import api_key_headers
 from orderhub.adapters.db import inventory_repo
 from orderhub.adapters.db.tables import (
     freeze_instructions, fulfillments, inbox, order_events, orders, outbox, parcels, quarantine, reservations, stock, tickets, tracking_events,
@@ -179,8 +180,8 @@ async def day(database_url: str, tmp_path) -> AsyncIterator[Day]:
     hub_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sim = Simulator(seed=SEED)
     served = await serve_in_background("127.0.0.1", 0, sim, target_url=hub_url)  # the carriers push to OrderHub
-    settings = demo_settings(Settings(database_url=database_url, data_dir=tmp_path, pull_interval_s=1.0,
-                                      tracking=TrackingSettings(stall_check_interval_s=1.0)), served.url)
+    settings = demo_settings(Settings(database_url=database_url, data_dir=tmp_path, pull_interval_s=1.0, port=sock.getsockname()[1],
+                                      tracking=TrackingSettings(stall_check_interval_s=1.0)), served.url)  # port: Kuaidi100's callback
     # No stock import today: the WMS's counts and OrderHub's books are compared at the end instead.
     settings = settings.model_copy(update={"stock_sync": StockSyncSettings(),
                                            "notifications": settings.notifications.model_copy(update={"limits": LIMITS})})
@@ -188,7 +189,7 @@ async def day(database_url: str, tmp_path) -> AsyncIterator[Day]:
     seed_demo_catalogue(runtime.engine)
     server = QuietServer(uvicorn.Config(create_app(runtime), log_level="warning", lifespan="on", timeout_graceful_shutdown=2))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="orderhub-day")
-    hub = httpx.AsyncClient(base_url=hub_url, timeout=10)
+    hub = httpx.AsyncClient(base_url=hub_url, timeout=10, headers=api_key_headers(runtime.engine))
     control = httpx.AsyncClient(base_url=served.url, timeout=10)
     try:
         await until(lambda: server.started or task.done(), 10, "OrderHub started", every=0.01)
@@ -284,6 +285,8 @@ async def run_the_day(day: Day) -> Story:
     moment("every_package_out")
     await until(day.tracks_played, 60, "every carrier scan visible and pushed")
     moment("tracks_played")
+    kd100 = {p.waybill_no for p in list(day.sim.carriers.parcels.values()) if p.provider == "kuaidi100"}
+    assert kd100 and kd100 <= set(day.sim.carriers.subscriptions)  # each pushed because OrderHub subscribed it
     await until(day.stalls_flagged, 40, "every stalled parcel flagged")
     moment("stalls_flagged")
     await until(lambda: day.count(outbox, outbox.c.kind.like("notify.%"), outbox.c.status.in_(("pending", "sending"))) == 0, 20,

@@ -26,6 +26,8 @@ from orderhub.entrypoints.api.app import create_app
 from orderhub.entrypoints.serve import seed_demo_catalogue
 from orderhub.simulator.app import Simulator, serve_in_background
 from orderhub.simulator.scenarios import CHANNELS
+from auth_helpers import api_key_headers
+from orderhub.domain.access import Role
 from servers import QuietServer, listening_socket
 
 ORDERS = 2000
@@ -209,7 +211,7 @@ async def test_every_channel_arrives_over_its_own_transport_buyers_match_and_log
             seen[o.customer.index].append((o.channel, row.status, row.pii_state, row.customer_id))
     split = {i: seen[i] for i, ids in by_buyer.items() if len(ids) > 1}
     assert by_buyer and not split, split
-    async with httpx.AsyncClient(base_url=hub_url) as client:
+    async with httpx.AsyncClient(base_url=hub_url, headers=api_key_headers(runtime.engine, Role.OPS)) as client:
         buyer = next(o.customer for o in visible if o.channel == "pdd")
         found = (await client.get("/api/v1/orders", params={"phone_last4": buyer.phone[-4:], "limit": 200})).json()["items"]
         channels = (await client.get("/api/v1/channels")).json()
@@ -241,7 +243,7 @@ async def test_outages_show_on_the_channels_page_and_every_order_arrives_once_th
             assert asyncio.get_running_loop().time() < deadline, now
             await asyncio.sleep(0.2)
 
-    async with httpx.AsyncClient(base_url=hub_url) as client:
+    async with httpx.AsyncClient(base_url=hub_url, headers=api_key_headers(runtime.engine, Role.OPS)) as client:
         await wait_for(client, lambda s: s["taobao"][0] == "connected" and s["pdd"][0] == "connected")
         sim.faults.set("taobao", "down", 15.0)
         sim.faults.set("kuaishou", "rate_limit", 15.0)

@@ -14,8 +14,8 @@ import orjson
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from fastapi import FastAPI
 
+from auth_helpers import secured_app, user_headers
 from factories import T0
 from fakes import SHOP, FakeChannel, StoredOrdersChannel, push_body
 from servers import QuietServer, listening_socket
@@ -28,7 +28,6 @@ from orderhub.config import CainiaoSettings, FulfillmentSettings, NotificationSe
 from orderhub.domain.ids import order_id
 from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder
 from orderhub.domain.status import Status
-from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.services import catalogue
 from orderhub.services.fulfillment import Fulfillment
@@ -67,8 +66,9 @@ class Hub:
     sim: Simulator
     sim_url: str
     url: str
-    client: httpx.AsyncClient
+    client: httpx.AsyncClient  # logged in as the admin "api"; `logins` has CS and their lead
     fulfillment: Fulfillment
+    logins: dict[str, dict[str, str]]
 
     async def arrive(self, *orders: NormalizedOrder) -> float:
         """Push the orders as the platform would; returns when the push was acknowledged (wall time)."""
@@ -171,9 +171,8 @@ async def hub(database_url, tmp_path):
         inventory_repo.sync_on_hand(conn, [(TEE, "WH-EAST", 100), (BAG, "WH-EAST", 100)], actor="test", reason="stock", now=datetime.now(UTC))
     fulfillment = rt.fulfillment
     assert fulfillment is not None
-    app = FastAPI()
-    errors.install(app)
-    app.include_router(build_fulfillment_router(rt))
+    app = secured_app(rt.engine, build_fulfillment_router(rt))
+    logins = {name: user_headers(rt.engine, name, role) for name, role in (("cs-wang", "cs"), ("cs-li", "cs"), ("lead-zhao", "ops"))}
     sock = listening_socket(128)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=2))
@@ -182,9 +181,9 @@ async def hub(database_url, tmp_path):
         await asyncio.sleep(0.01)
     sim.wms.flow.configure({"callback_url": f"{url}/api/v1/webhooks/wms/main"})
     await rt.start(workers=True, streams=False)
-    client = httpx.AsyncClient(base_url=url, timeout=10)
+    client = httpx.AsyncClient(base_url=url, timeout=10, headers=user_headers(rt.engine, "api", "admin"))
     try:
-        yield Hub(rt, channel, sim, served.url, url, client, fulfillment)
+        yield Hub(rt, channel, sim, served.url, url, client, fulfillment, logins)
     finally:
         await client.aclose()
         await served.stop()
@@ -293,16 +292,16 @@ async def test_a_cancel_and_an_expedite_within_15_seconds_go_to_a_supervisor_ins
     await hub.configure(pack_s=30)
     await hub.arrive(build("X1"))
     order = await hub.status("X1", "picking")
-    hurry = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "expedite", "reason": "买家催单", "actor": "cs-wang"})
+    hurry = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "expedite", "reason": "买家催单", "actor": "cs-wang"}, headers=hub.logins["cs-wang"])
     assert hurry.status_code == 202 and hurry.json()["action"] == "freeze"
     await until(lambda: [i["outcome"] for i in hub.instructions("X1")] == ["applied"], what="expedited")
-    cancel = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "cancel", "reason": "买家取消", "actor": "cs-li"})
+    cancel = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "cancel", "reason": "买家取消", "actor": "cs-li"}, headers=hub.logins["cs-li"])
     assert cancel.status_code == 200 and cancel.json()["outcome"] == "supervisor"
     assert [h["code"] for h in hub.order("X1")["holds"]] == ["intercept_pending"]
     assert hub.outbox("wms.freeze", "X1") == []  # no WMS call while a person decides
     waiting = (await hub.client.get("/api/v1/interceptions", params={"outcome": "supervisor"})).json()["items"]
     assert [(w["kind"], w["order_id"]) for w in waiting] == [("cancel", order["id"])]
-    decided = await hub.client.post(f"/api/v1/interceptions/{waiting[0]['id']}/resolve", json={"decision": "apply", "actor": "lead-zhao"})
+    decided = await hub.client.post(f"/api/v1/interceptions/{waiting[0]['id']}/resolve", json={"decision": "apply", "actor": "lead-zhao"}, headers=hub.logins["lead-zhao"])
     assert decided.status_code == 200 and decided.json()["action"] == "freeze"
     order = await hub.status("X1", "cancelled")
     assert order["holds"] == [] and hub.stock(TEE) == (100, 0)
@@ -413,9 +412,9 @@ async def test_the_wms_gets_no_label_while_a_supervisor_decides_and_packs_once_i
     await hub.control("/_sim/wms/pause")
     await hub.arrive(build("G1"))
     order = await hub.status("G1", "picking")
-    await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "expedite", "reason": "催单", "actor": "cs-wang"})
+    await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "expedite", "reason": "催单", "actor": "cs-wang"}, headers=hub.logins["cs-wang"])
     await until(lambda: [i["outcome"] for i in hub.instructions("G1")] == ["applied"], what="expedited")
-    held = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "cancel", "reason": "取消", "actor": "cs-li"})
+    held = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "cancel", "reason": "取消", "actor": "cs-li"}, headers=hub.logins["cs-li"])
     assert held.json()["outcome"] == "supervisor"
     await hub.configure(pack_s=0.2)
     await hub.control("/_sim/wms/resume")
@@ -423,7 +422,8 @@ async def test_the_wms_gets_no_label_while_a_supervisor_decides_and_packs_once_i
     await asyncio.sleep(0.5)
     assert (await hub.wms_order("G1"))["status"] == "picking" and hub_status(hub, "G1") == "picking"  # the box waits at the bench
     iid = held.json()["id"]
-    decided = await hub.client.post(f"/api/v1/interceptions/{iid}/resolve", json={"decision": "dismiss", "actor": "lead-zhao", "reason": "买家改主意"})
+    decided = await hub.client.post(f"/api/v1/interceptions/{iid}/resolve", json={"decision": "dismiss", "actor": "lead-zhao", "reason": "买家改主意"},
+                                   headers=hub.logins["lead-zhao"])
     assert decided.status_code == 200 and decided.json()["decision"] == "dismissed"
     order = await hub.status("G1", "shipped")
     assert order["holds"] == []

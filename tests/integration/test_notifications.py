@@ -23,6 +23,7 @@ from aiosmtpd.controller import Controller
 from cryptography.fernet import Fernet
 from fastapi import FastAPI, Request
 
+from auth_helpers import secured_app, user_headers
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.tables import notification_templates, order_events, orders, outbox
@@ -34,7 +35,6 @@ from orderhub.adapters.notify.wecom import WeComRobotSender
 from orderhub.adapters.pii_crypto import PiiVault
 from orderhub.adapters.webhooks import WebhookSender, verify
 from orderhub.domain.errors import ErrorCode, OrderHubError
-from orderhub.entrypoints.api import errors as api_errors
 from orderhub.entrypoints.api.notification_routes import build_notification_router
 from orderhub.services import notifications
 from orderhub.services.notifications import Notifier, RateLimit, RateLimits
@@ -121,11 +121,9 @@ def test_a_misspelt_variable_is_refused_at_save_and_the_stored_template_is_uncha
 
 @pytest.fixture
 async def api(engine) -> AsyncIterator[httpx.AsyncClient]:
-    app = FastAPI()
-    api_errors.install(app)
     runtime = SimpleNamespace(engine=engine, shops=SimpleNamespace(all=lambda: [SimpleNamespace(channel="douyin", shop_id="88880001", name="测试旗舰店")]))
-    app.include_router(build_notification_router(runtime))  # type: ignore[arg-type]
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orderhub") as client:
+    app = secured_app(engine, build_notification_router(runtime))  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orderhub", headers=user_headers(engine, "ops", "ops")) as client:
         yield client
 
 

@@ -19,12 +19,11 @@ import httpx
 import pytest
 from aiohttp import web
 from click.testing import CliRunner
-from fastapi import FastAPI
 
+from auth_helpers import api_key_headers, secured_app
 from orderhub.adapters.db import migrate, outbox_repo
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.webhooks import WebhookSender, sign, verify
-from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.outbox_routes import build_outbox_router
 from orderhub.services.outbox import DeliveryError, OutboxMessage, Relay
 
@@ -135,11 +134,9 @@ def row(engine, message_id: int) -> dict[str, Any]:
 
 @asynccontextmanager
 async def api(engine, relay):
-    app = FastAPI()
-    errors.install(app)
     woken: list[int] = []
-    app.include_router(build_outbox_router(SimpleNamespace(engine=engine, relay=relay, notify_outbox=lambda: woken.append(1))))
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orderhub") as client:
+    app = secured_app(engine, build_outbox_router(SimpleNamespace(engine=engine, relay=relay, notify_outbox=lambda: woken.append(1))))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://orderhub", headers=api_key_headers(engine)) as client:
         client.woken = woken  # type: ignore[attr-defined]
         yield client
 

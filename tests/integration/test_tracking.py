@@ -17,12 +17,13 @@ import sqlalchemy as sa
 import uvicorn
 from fastapi import FastAPI
 
+from auth_helpers import secured_app, user_headers
+
 from orderhub.adapters.carriers.kuaidi100 import Kuaidi100, Kuaidi100Config
 from orderhub.adapters.carriers.sf import Sf, SfConfig
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.tables import order_events, orders, parcels, tickets, tracking_events
-from orderhub.entrypoints.api import errors
 from orderhub.entrypoints.api.tracking_routes import build_tracking_router
 from orderhub.services.rules import RuleBook
 from orderhub.services.tracking import Tracker, default_stall_rules
@@ -70,6 +71,7 @@ class World:
     def __init__(self, engine: sa.Engine, tracker: Tracker, sim: CarrierSim, clock: Clock, http: httpx.AsyncClient,
                  hub: str, sim_url: str, stalls: list[tuple[str, str, str]]) -> None:
         self.engine, self.tracker, self.sim, self.clock, self.http = engine, tracker, sim, clock, http
+        self.cs = user_headers(engine, "cs-li", "cs")  # the hub's API wants a login; the carrier webhooks do not
         self.hub, self.sim_url, self.stalls = hub, sim_url, stalls
 
     def order(self, oid: str, province: str = "浙江省") -> None:
@@ -95,7 +97,7 @@ class World:
         return response.json()
 
     async def tracking(self, oid: str) -> dict[str, Any]:
-        response = await self.http.get(f"{self.hub}/api/v1/orders/{oid}/tracking")
+        response = await self.http.get(f"{self.hub}/api/v1/orders/{oid}/tracking", headers=self.cs)
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -131,9 +133,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
             sf=Sf(SfConfig(DEMO_SF["checkword"], DEMO_SF["partner_id"], base_url=f"{sim_server[3]}/sf")),
             on_stall=lambda conn, order_id, code, reason: stalls.append((order_id, code, reason)),
         )
-        hub_app = FastAPI()
-        errors.install(hub_app)
-        hub_app.include_router(build_tracking_router(SimpleNamespace(engine=engine, tracker=tracker)))
+        hub_app = secured_app(engine, build_tracking_router(SimpleNamespace(engine=engine, tracker=tracker)))
         hub_server = await _serve(hub_app)
         try:
             yield World(engine, tracker, sim, clock, http, hub_server[3], sim_server[3], stalls)
@@ -259,7 +259,7 @@ async def test_a_stall_opens_one_ticket_however_often_it_is_checked_and_closes_w
     await _stall_case(world, "order-1", [(0.5, "collected"), (3, "in_transit"), (60, "out_for_delivery")], 55)
     world.tracker.check_stalls(world.clock.utc() + timedelta(minutes=5))
     assert world.count(tickets, tickets.c.status == "open") == 1 and len(world.stalls) == 1
-    listed = (await world.http.get(f"{world.hub}/api/v1/tickets", params={"status": "open", "kind": "stall_in_transit_48h"})).json()
+    listed = (await world.http.get(f"{world.hub}/api/v1/tickets", params={"status": "open", "kind": "stall_in_transit_48h"}, headers=world.cs)).json()
     assert [t["order_id"] for t in listed["items"]] == ["order-1"] and listed["items"][0]["detail"]["rule_version"] == "stall@1"
     assert world.row(parcels, parcels.c.waybill_no == "W-order-1").stall == "stall_in_transit_48h"
     world.at(61)
@@ -274,10 +274,10 @@ async def test_a_stall_opens_one_ticket_however_often_it_is_checked_and_closes_w
 
 async def test_a_ticket_closed_by_hand_is_not_opened_again_for_the_same_situation(world):
     await _stall_case(world, "order-1", [], 30)
-    [ticket] = (await world.http.get(f"{world.hub}/api/v1/tickets", params={"status": "open"})).json()["items"]
-    closed = await world.http.post(f"{world.hub}/api/v1/tickets/{ticket['id']}/close", json={"actor": "cs-li", "reason": "已联系快递补扫"})
+    [ticket] = (await world.http.get(f"{world.hub}/api/v1/tickets", params={"status": "open"}, headers=world.cs)).json()["items"]
+    closed = await world.http.post(f"{world.hub}/api/v1/tickets/{ticket['id']}/close", json={"actor": "cs-li", "reason": "已联系快递补扫"}, headers=world.cs)
     assert closed.status_code == 200 and closed.json()["status"] == "closed" and closed.json()["closed_by"] == "cs-li"
-    again = await world.http.post(f"{world.hub}/api/v1/tickets/{ticket['id']}/close", json={"actor": "cs-li", "reason": "again"})
+    again = await world.http.post(f"{world.hub}/api/v1/tickets/{ticket['id']}/close", json={"actor": "cs-li", "reason": "again"}, headers=world.cs)
     assert again.status_code == 409 and again.json()["code"] == "conflict"
     world.tracker.check_stalls(world.clock.utc() + timedelta(hours=2))
     assert world.count(tickets) == 1 and world.row(orders, orders.c.id == "order-1").tags == ["vip"]

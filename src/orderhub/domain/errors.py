@@ -36,6 +36,16 @@ class ErrorCode(StrEnum):
     INSUFFICIENT_STOCK = "insufficient_stock"
     TEMPLATE_INVALID = "template_invalid"  # a notification template that does not render (Jinja's error in the message)
     WAYBILL_UNAVAILABLE = "waybill_unavailable"  # the waybill service (菜鸟) could not give a waybill now: ask again
+    # logins, roles and API keys (docs/security.md)
+    UNAUTHENTICATED = "unauthenticated"  # no, an invalid or an expired token / API key
+    FORBIDDEN = "forbidden"  # authenticated, but the role lacks the route's permission
+    INVALID_CREDENTIALS = "invalid_credentials"  # wrong username or password (one answer for both)
+    USER_DISABLED = "user_disabled"
+    TOO_MANY_ATTEMPTS = "too_many_attempts"  # failed logins of one username from one client: wait (Retry-After)
+    RATE_LIMITED = "rate_limited"  # the public tracking endpoint, per client address
+    USERNAME_TAKEN = "username_taken"
+    WEAK_PASSWORD = "weak_password"
+    LAST_ADMIN = "last_admin"  # the last active admin cannot be disabled or demoted
 
 
 class OrderHubError(Exception):
@@ -49,6 +59,14 @@ class OrderHubError(Exception):
 
     def as_dict(self) -> dict[str, str | None]:
         return {"code": self.code.value, "message": self.message, "field": self.field}
+
+
+class ThrottledError(OrderHubError):
+    """Too many requests of one kind: try again after `retry_after_s` seconds."""
+
+    def __init__(self, code: ErrorCode, message: str, retry_after_s: int, field: str | None = None) -> None:
+        super().__init__(code, message, field)
+        self.retry_after_s = max(1, int(retry_after_s))
 
 
 class NormalizationError(OrderHubError):

@@ -56,3 +56,39 @@ def mask_name(name: str | None) -> str | None:
 def mask_address_detail(detail: str | None) -> str | None:
     """The street part is cut: OrderHub shows province/city/district, the detail only as "***"."""
     return "***" if detail else None
+
+
+_PHONE_KEYS = frozenset({"phone", "mobile", "tel", "telephone", "receiver_phone", "buyer_phone"})
+_NAME_KEYS = frozenset({"name", "receiver_name", "buyer_name"})
+_DETAIL_KEYS = frozenset({"detail", "address_detail", "street"})
+_SEALED_KEYS = frozenset({"sealed", "to_sealed", "pii_sealed"})
+
+
+def redact(value: object) -> object:
+    """A JSON document with any plaintext buyer PII masked, for people whose role may not see it.
+
+    Orders store masks only, but a few documents carry what a person typed or a warehouse must
+    receive (an interception's new address, its WMS message): phones and street details are masked
+    wherever they appear, names inside a person record (one with a phone or an address), sealed
+    copies dropped. Values that already hold a mask ("*") are kept as they are."""
+    if isinstance(value, dict):
+        person = any(k in value for k in _PHONE_KEYS) or "address" in value
+        out: dict[object, object] = {}
+        for key, item in value.items():
+            if key in _SEALED_KEYS:
+                continue
+            if isinstance(item, str) and "*" not in item and (
+                key in _PHONE_KEYS or key in _DETAIL_KEYS or (person and key in _NAME_KEYS) or key == "address"
+            ):
+                if key in _PHONE_KEYS:
+                    out[key] = mask_phone(item) or "****"
+                elif key in _NAME_KEYS:
+                    out[key] = mask_name(item)
+                else:
+                    out[key] = mask_address_detail(item)
+            else:
+                out[key] = redact(item)
+        return out
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    return value

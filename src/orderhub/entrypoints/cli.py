@@ -207,6 +207,7 @@ def pii_reveal(order_id: str, fields: tuple[str, ...], config: Path | None) -> N
     click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
 
 
-# The audit's command groups (rules, inventory, exceptions) and the outbox's register themselves on `main`.
+# The audit's command groups (rules, inventory, exceptions), the outbox's and users/api-keys register themselves on `main`.
 from orderhub.entrypoints import cli_audit  # noqa: E402,F401
 from orderhub.entrypoints import cli_outbox  # noqa: E402,F401
+from orderhub.entrypoints import cli_users  # noqa: E402,F401

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +12,15 @@ import click
 import orjson
 import sqlalchemy as sa
 
-from orderhub.adapters.db import audit_repo, inventory_repo, queries
+from orderhub.adapters.db import inventory_repo, queries
 from orderhub.entrypoints.cli import CONFIG, _Group, _settings, database, main
-from orderhub.services import order_actions, rule_trials
+from orderhub.domain.access import Actor
+from orderhub.services import order_actions, rule_trials, stock_changes
 from orderhub.bootstrap import rule_book
 from orderhub.services.rules import RuleBook
 
-ACTOR = click.option("--actor", default="cli", show_default=True, help="Who does it (kept in the event log).")
+ACTOR = click.option("--actor", default="cli", show_default=True, help="Who does it (kept in the event log and the audit log).",
+                     callback=lambda _ctx, _param, value: Actor(value, "cli"))
 
 
 @contextmanager
@@ -182,11 +183,10 @@ def inventory_ledger(sku: str, limit: int, config: Path | None) -> None:
 @click.option("--reason", required=True)
 @ACTOR
 @CONFIG
-def inventory_adjust(sku: str, warehouse: str, delta: int, reason: str, actor: str, config: Path | None) -> None:
+def inventory_adjust(sku: str, warehouse: str, delta: int, reason: str, actor: Actor, config: Path | None) -> None:
     """Receive (+DELTA) or write off (-DELTA) stock; orders held 缺货 for SKU are audited again."""
-    with database(config) as engine, engine.begin() as conn:
-        inventory_repo.adjust(conn, sku, warehouse, delta, actor=actor, reason=reason, now=datetime.now(UTC))
-        requeued = audit_repo.requeue_short(conn, [sku]) if delta > 0 else 0
+    with database(config) as engine:
+        requeued = stock_changes.adjust_stock(engine, actor, sku, warehouse, delta, reason)
     click.echo(f"{sku}@{warehouse} {delta:+d}; {requeued} held orders will be audited again")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,17 @@ from orderhub.adapters.db import queries
 from orderhub.adapters.db.inbox import claim
 from orderhub.bootstrap import Runtime
 from orderhub.config import Settings
-from orderhub.services import imports, quarantine
+from orderhub.domain.access import Actor
+from orderhub.services import buyer_access, imports, quarantine
+
+
+def cli_actor() -> Actor:
+    """Who runs a command, for the audit log: `cli:<os user>`."""
+    try:
+        name = getpass.getuser()
+    except Exception:  # no login name (a container user without a passwd entry)
+        name = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return Actor(f"cli:{name}"[:64], "cli")
 
 
 async def import_file(settings: Settings, file: Path, mapping_name: str, channel: str, shop_id: str) -> dict[str, Any]:
@@ -29,7 +41,7 @@ async def import_file(settings: Settings, file: Path, mapping_name: str, channel
 def save_mapping(settings: Settings, name: str, file: Path) -> None:
     runtime = Runtime(settings)
     try:
-        imports.save_mapping(runtime.engine, name, yaml.safe_load(file.read_text(encoding="utf-8")))
+        imports.save_mapping(runtime.engine, name, yaml.safe_load(file.read_text(encoding="utf-8")), cli_actor())
     finally:
         runtime.engine.dispose()
 
@@ -54,7 +66,7 @@ def list_quarantine(settings: Settings, status: str, limit: int) -> list[dict[st
 async def replay(settings: Settings, quarantine_id: int) -> dict[str, Any]:
     runtime = Runtime(settings)
     try:
-        return await quarantine.replay(runtime.processor, quarantine_id)
+        return await quarantine.replay(runtime.processor, quarantine_id, cli_actor())
     finally:
         await runtime.stop()
 
@@ -70,7 +82,9 @@ def rotate_pii(settings: Settings) -> int:
 async def reveal_pii(settings: Settings, order_id: str, fields: tuple[str, ...]) -> dict[str, str]:
     runtime = Runtime(settings)
     try:
-        return await runtime.pii.reveal(runtime.engine, order_id, fields)
+        shown = await runtime.pii.reveal(runtime.engine, order_id, fields)
+        buyer_access.log_reveal(runtime.engine, cli_actor(), order_id, sorted(shown))  # an operator's look is logged like anyone's
+        return shown
     finally:
         await runtime.stop()
 

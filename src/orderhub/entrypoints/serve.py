@@ -18,7 +18,8 @@ from orderhub.config import (
 )
 from orderhub.entrypoints.api.app import create_app
 from orderhub.demo.pos import pos_csv
-from orderhub.services import catalogue, imports
+from orderhub.domain.access import ROLE_LABELS_ZH, Actor, Role
+from orderhub.services import catalogue, imports, users
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ def demo_settings(settings: Settings, simulator_base: str) -> Settings:
     if not (carriers.kuaidi100 or carriers.sf):  # the simulator plays Kuaidi100 and SF: pushes and the query APIs
         from orderhub.simulator.carriers import DEMO_KUAIDI100, DEMO_SF
 
-        carriers = CarrierSettings(kuaidi100=Kuaidi100Settings(**DEMO_KUAIDI100, base_url=f"{simulator_base}/kuaidi100"),
+        # each shipped parcel is subscribed at the simulated Kuaidi100, which then pushes to this callback
+        hub = f"http://{'127.0.0.1' if settings.host in ('0.0.0.0', '::') else settings.host}:{settings.port}"
+        carriers = CarrierSettings(kuaidi100=Kuaidi100Settings(**DEMO_KUAIDI100, base_url=f"{simulator_base}/kuaidi100",
+                                                               callback_url=f"{hub}/api/v1/webhooks/carriers/kuaidi100"),
                                    sf=SfSettings(**DEMO_SF, base_url=f"{simulator_base}/sf"))
     # the simulator's warehouse floor takes the packages (packing ~20 s) and its 菜鸟 prints the waybills
     fulfillment = settings.fulfillment
@@ -113,7 +117,27 @@ def seed_demo_catalogue(engine: sa.Engine) -> None:
     catalogue.seed_stock(engine, opening_stock(), actor="demo", reason="演示期初库存 demo opening stock")
 
 
+# One login per role, only in demo mode; README.md "Demo users" lists them.
+DEMO_USERS: tuple[tuple[str, str, Role, str], ...] = (
+    ("admin", "admin123", Role.ADMIN, "演示管理员"),
+    ("ops", "ops12345", Role.OPS, "演示运营"),
+    ("cs", "cs123456", Role.CS, "演示客服"),
+    ("warehouse", "warehouse123", Role.WAREHOUSE, "演示仓管"),
+    ("finance", "finance123", Role.FINANCE, "演示财务"),
+    ("viewer", "viewer123", Role.VIEWER, "演示只读"),
+)
+
+
+def seed_demo_users(engine: sa.Engine) -> None:
+    """The demo's users, created once: a restart keeps passwords someone changed."""
+    existing = {u["username"] for u in users.list_users(engine)}
+    for username, password, role, name in DEMO_USERS:
+        if username not in existing:
+            users.create_user(engine, Actor("demo"), username=username, password=password, role=role.value, display_name=name)
+
+
 def seed_demo(runtime: Runtime) -> None:
+    seed_demo_users(runtime.engine)
     seed_demo_catalogue(runtime.engine)
     if "pos-default" not in imports.mapping_names(runtime.engine):
         imports.save_mapping(runtime.engine, "pos-default", DEMO_POS_MAPPING)
@@ -147,6 +171,9 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
     click.echo(f"database: {runtime.engine.url.render_as_string(hide_password=True)}")
     if demo:
         click.echo(f"demo: platform simulator on http://127.0.0.1:{sim_port}, {demo_rate} orders/s")
+        click.echo("demo users (username / password):")
+        for username, password, role, _name in DEMO_USERS:
+            click.echo(f"  {username:<10} {password:<13} {role.value} {ROLE_LABELS_ZH[role]}")
     try:
         await server.serve()
     finally:

@@ -28,15 +28,17 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
-from orderhub.adapters.db import audit_repo, inventory_repo, outbox_repo
+from orderhub.adapters.db import audit_log_repo, audit_repo, inventory_repo, outbox_repo
 from orderhub.adapters.db import fulfillment_repo as repo
 from orderhub.adapters.db.outbox_repo import DeliveryError, OutboxMessage
 from orderhub.adapters.db.queries import local
 from orderhub.adapters.db.tables import order_lines, skus
 from orderhub.adapters.waybills.cainiao import CainiaoWaybills
 from orderhub.adapters.wms.orders import HttpWmsOrders, WmsCredentials
+from orderhub.domain.access import Actor, as_actor
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.domain.fulfillment import LIVE, Outcome, PackageStatus, parse_code, wms_order_code
+from orderhub.domain.pii import redact
 from orderhub.domain.status import Status
 from orderhub.services import freeze_answers, interception, wms_events
 from orderhub.services.interception import WAKE, PlatformChange, request_change, serving
@@ -89,9 +91,9 @@ class Fulfillment:
         self.max_skew_s = max_skew_s
         # the label gate (services/waybills.py): how long a label request waits for earlier platform messages
         self.label_grace_s, self.label_wait_s = label_grace_s, label_wait_s
+        self.unwritten = unwritten or (lambda: None)
         # WMS callbacks (a burst: five per package) get threads of their own, so they queue among
         # themselves instead of taking every worker thread the platform cancels and the relay need.
-        self.unwritten = unwritten or (lambda: None)
         self._callbacks = ThreadPoolExecutor(max_workers=callback_threads, thread_name_prefix="wms-callbacks")
         self.callbacks = wms_events.CallbackBatches(self)
         self._lane: tuple[Relay, asyncio.AbstractEventLoop, asyncio.Event] | None = None
@@ -271,9 +273,10 @@ class Fulfillment:
 
     # -- the API --------------------------------------------------------------------------------
 
-    def intercept(self, order_id: str, kind: str, *, actor: str, reason: str | None = None, address: Mapping[str, Any] | None = None,
+    def intercept(self, order_id: str, kind: str, *, actor: Actor | str, reason: str | None = None, address: Mapping[str, Any] | None = None,
                   remark: str | None = None) -> dict[str, Any]:
         """A CS instruction (cancel, address, remark, expedite), in its own transaction."""
+        who = as_actor(actor)
         now = self.clock()
         detail: dict[str, Any] = {"reason": reason}
         if address is not None:
@@ -283,11 +286,18 @@ class Fulfillment:
         if kind == "address" and not detail.get("address"):
             raise OrderHubError(ErrorCode.INVALID_REQUEST, "an address change needs the new address", "address")
         with self.engine.begin() as conn:
-            return request_change(conn, order_id, kind, f"cs:{actor}"[:64], now, detail, now=now)
+            result = request_change(conn, order_id, kind, f"cs:{who.name}"[:64], now, detail, now=now)
+            audit_log_repo.record(conn, who, "order.intercept", "order", order_id, at=now,
+                                  after={"kind": kind, "detail": redact(detail), "instruction": result.get("id"), "action": result.get("action")})
+            return result
 
-    def resolve(self, instruction_id: int, decision: str, *, actor: str, reason: str | None = None) -> dict[str, Any]:
+    def resolve(self, instruction_id: int, decision: str, *, actor: Actor | str, reason: str | None = None) -> dict[str, Any]:
+        who = as_actor(actor)
         with self.engine.begin() as conn:
-            return freeze_answers.resolve(conn, instruction_id, decision, actor=actor, reason=reason, now=self.clock())
+            result = freeze_answers.resolve(conn, instruction_id, decision, actor=who.name, reason=reason, now=self.clock())
+            audit_log_repo.record(conn, who, "interception.resolve", "interception", instruction_id,
+                                  after={"decision": decision, "reason": reason, "outcome": result.get("outcome")})
+            return result
 
     def list_interceptions(self, *, outcome: str | None = None, order_id: str | None = None, limit: int = 50,
                            before_id: int | None = None) -> dict[str, Any]:

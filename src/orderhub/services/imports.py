@@ -9,18 +9,22 @@ import orjson
 import sqlalchemy as sa
 
 from orderhub.adapters.channels.file_import import ColumnMapping, group_orders, mask_file_order, read_table
+from orderhub.adapters.db import audit_log_repo
 from orderhub.adapters.db.inbox import append_rows
 from orderhub.adapters.db.tables import import_mappings, imports
+from orderhub.domain.access import SYSTEM, Actor
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.services.buyer_pii import BuyerPii
 
 _ORDERS_PER_ROW = 200
 
 
-def save_mapping(engine: sa.Engine, name: str, data: dict[str, Any]) -> ColumnMapping:
+def save_mapping(engine: sa.Engine, name: str, data: dict[str, Any], actor: Actor = SYSTEM) -> ColumnMapping:
     mapping = ColumnMapping.from_dict({**data, "name": name})  # validates
     now = datetime.now(UTC)
     with engine.begin() as conn:
+        before = conn.execute(sa.select(import_mappings.c.mapping).where(import_mappings.c.name == name)).scalar_one_or_none()
+        audit_log_repo.record(conn, actor, "import_mapping.save", "import_mapping", name, before=before, after=mapping.to_dict(), at=now)
         updated = conn.execute(
             sa.update(import_mappings).where(import_mappings.c.name == name).values(mapping=mapping.to_dict(), updated_at=now)
         ).rowcount

@@ -24,9 +24,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from orderhub.adapters.db import outbox_repo
+from orderhub.adapters.db import audit_log_repo, outbox_repo
 from orderhub.adapters.db.tables import notification_templates, order_events, orders, outbox
 from orderhub.adapters.notify import templates as tpl
+from orderhub.domain.access import Actor, as_actor
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
 log = logging.getLogger(__name__)
@@ -312,11 +313,13 @@ def validate_template(name: str, channel: str, subject: str | None, body: str) -
             _webhook_payload(rendered)
 
 
-def save_template(engine: sa.Engine, name: str, channel: str, subject: str | None, body: str, *, author: str,
+def save_template(engine: sa.Engine, name: str, channel: str, subject: str | None, body: str, *, author: Actor | str,
                   enabled: bool | None = None) -> dict[str, Any]:
     """Create or replace a template after validating it; each save is the next version."""
-    if not author or not author.strip():
+    if not str(author).strip():
         raise OrderHubError(ErrorCode.INVALID_REQUEST, "say who (author is required)", "author")
+    who = as_actor(author)
+    author = who.name
     subject = subject or None
     validate_template(name, channel, subject, body)
     now = datetime.now(UTC)
@@ -328,17 +331,25 @@ def save_template(engine: sa.Engine, name: str, channel: str, subject: str | Non
                 if conn.dialect.name == "postgresql":
                     query = query.with_for_update()  # two saves of one template: versions 2 and 3, never 2 twice
                 if conn.execute(query).scalar_one_or_none() is None:
+                    before = None
                     conn.execute(notification_templates.insert().values(
                         name=name, channel=channel, version=1, enabled=True if enabled is None else enabled, **values))
                 else:
+                    before = _audited(_template_row(conn, name, channel))
                     extra = {} if enabled is None else {"enabled": enabled}
                     conn.execute(sa.update(notification_templates).where(_t.name == name, _t.channel == channel)
                                  .values(version=_t.version + 1, **values, **extra))
-                return _plain(_template_row(conn, name, channel))
+                saved = _plain(_template_row(conn, name, channel))
+                audit_log_repo.record(conn, who, "template.save", "template", f"{name}/{channel}", before=before, after=_audited(saved), at=now)
+                return saved
         except sa.exc.IntegrityError:
             if attempt:
                 raise
     raise AssertionError("unreachable")
+
+
+def _audited(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("version", "subject", "body", "enabled")}
 
 
 def _plain(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,18 +8,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from orderhub.adapters.db import audit_log_repo
 from orderhub.adapters.db.inbox import InboxRow
 from orderhub.adapters.db.queries import plain
 from orderhub.adapters.db.tables import inbox, quarantine
+from orderhub.domain.access import SYSTEM, Actor
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.services.processing import Processor
 
 
-async def replay(processor: Processor, quarantine_id: int) -> dict[str, Any]:
+async def replay(processor: Processor, quarantine_id: int, actor: Actor = SYSTEM) -> dict[str, Any]:
     """Run one quarantined item through the pipeline again (after a fix) and report the result."""
-
-
-    row = await asyncio.to_thread(_requeue, processor.engine, quarantine_id)
+    row = await asyncio.to_thread(_requeue, processor.engine, quarantine_id, actor)
     result = await processor.process([row])
     new = await asyncio.to_thread(_quarantined_from, processor.engine, row.id)
     return {
@@ -31,7 +31,7 @@ async def replay(processor: Processor, quarantine_id: int) -> dict[str, Any]:
     }
 
 
-def _requeue(engine: sa.Engine, quarantine_id: int) -> InboxRow:
+def _requeue(engine: sa.Engine, quarantine_id: int, actor: Actor) -> InboxRow:
     now = datetime.now(UTC)
     with engine.begin() as conn:
         q = conn.execute(sa.select(quarantine).where(quarantine.c.id == quarantine_id)).mappings().first()
@@ -50,6 +50,8 @@ def _requeue(engine: sa.Engine, quarantine_id: int) -> InboxRow:
         conn.execute(
             sa.update(quarantine).where(quarantine.c.id == quarantine_id).values(status="replayed", replayed_at=now, replay_inbox_id=new_id)
         )
+        audit_log_repo.record(conn, actor, "quarantine.replay", "quarantine", quarantine_id, before={"status": q["status"]},
+                              after={"status": "replayed", "replay_inbox_id": new_id}, at=now)
     return InboxRow(new_id, q["channel"], q["shop_id"], "replay", q["payload"], meta, 0, now)
 
 

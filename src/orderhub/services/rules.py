@@ -19,9 +19,11 @@ from typing import Any, TypeVar
 import orjson
 import sqlalchemy as sa
 
+from orderhub.adapters.db import audit_log_repo
 from orderhub.adapters.db.queries import local
 from orderhub.adapters.db.tables import audit_versions, rule_sets
 from orderhub.adapters.rules.engine import RuleEngine, RuleError, default_content, decision_tables, table_rows
+from orderhub.domain.access import Actor, as_actor
 from orderhub.domain.audit import RULE_SETS, AuditOrder, Decision
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
@@ -234,8 +236,10 @@ class RuleBook:
 
         self._write(seed)
 
-    def save_draft(self, name: str, content: dict, author: str, note: str | None = None) -> dict:
+    def save_draft(self, name: str, content: dict, author: Actor | str, note: str | None = None) -> dict:
         """Store `content` as the set's draft: the existing draft is replaced in place, else a new version."""
+        who = as_actor(author)
+        author = who.name
 
         def save(conn: sa.Connection) -> dict:
             self._require_set(conn, name)  # an unknown set is 404 before its content is judged
@@ -254,12 +258,18 @@ class RuleBook:
                 conn.execute(rule_sets.insert().values(
                     name=name, version=version, state="draft", content=content, note=note, author=author, created_at=now,
                 ))  # fmt: skip
+            audit_log_repo.record(conn, who, "rule.save_draft", "rule_set", name, at=now,
+                                  before={"version": latest["version"], "state": latest["state"]},
+                                  after={"version": version, "state": "draft", "note": note, "content_digest": _digest(content)})
             return self._get(conn, name, version)
 
         return self._write(save)
 
-    def publish(self, name: str, author: str, note: str | None = None, version: int | None = None) -> dict:
+    def publish(self, name: str, author: Actor | str, note: str | None = None, version: int | None = None, *,
+                action: str = "rule.publish") -> dict:
         """Publish the latest draft, or any stored `version` (that is how a roll back works)."""
+        who = as_actor(author)
+        author = who.name
 
         def publish(conn: sa.Connection) -> dict:
             self._require_set(conn, name)
@@ -275,6 +285,8 @@ class RuleBook:
             if versions[target]["state"] == "published":
                 raise OrderHubError(ErrorCode.CONFLICT, f"{name} version {target} is already published", field="version")
             where = rule_sets.c.name == name
+            live = next((v for v, row in versions.items() if row["state"] == "published"), None)
+            audit_log_repo.record(conn, who, action, "rule_set", name, before={"published": live}, after={"published": target, "note": note})
             conn.execute(rule_sets.update().where(where, rule_sets.c.state == "published").values(state="retired"))
             conn.execute(rule_sets.update().where(where, rule_sets.c.version == target).values(state="published", published_at=_now()))
             if name in self.extra_sets:
@@ -285,7 +297,7 @@ class RuleBook:
 
         return self._write(publish)
 
-    def rollback(self, name: str, author: str, note: str | None = None) -> dict:
+    def rollback(self, name: str, author: Actor | str, note: str | None = None) -> dict:
         """Publish again the version of `name` that was live before the current one."""
         with self.db.connect() as conn:
             self._require_set(conn, name)
@@ -303,10 +315,12 @@ class RuleBook:
                     break
         if previous is None:
             raise OrderHubError(ErrorCode.CONFLICT, f"rule set {name!r} has no earlier published version to roll back to")
-        return self.publish(name, author, note or f"roll back {name} v{current} -> v{previous}", version=previous)
+        return self.publish(name, author, note or f"roll back {name} v{current} -> v{previous}", version=previous, action="rule.rollback")
 
-    def set_switch(self, name: str, rule_id: str, enabled: bool, author: str) -> dict:
+    def set_switch(self, name: str, rule_id: str, enabled: bool, author: Actor | str) -> dict:
         """Switch one rule (a row `_id`) off or back on, as the next audit version; no deploy, no new rule version."""
+        who = as_actor(author)
+        author = who.name
 
         def switch(conn: sa.Connection) -> dict:
             self._require_set(conn, name)
@@ -321,6 +335,8 @@ class RuleBook:
             item = f"{name}:{rule_id}"
             wanted = sorted(set(disabled) - {item}) if enabled else sorted({*disabled, item})
             if wanted != sorted(disabled):
+                audit_log_repo.record(conn, who, "rule.switch", "rule_set", name, before={"rule_id": rule_id, "enabled": not enabled},
+                                      after={"rule_id": rule_id, "enabled": enabled})
                 audit += 1
                 self._insert_audit(conn, audit, sets, wanted, author, f"{'enable' if enabled else 'disable'} {item}")
             return {"name": name, "rule_id": rule_id, "enabled": enabled, "audit_version": audit, "rule_version": f"audit@{audit}"}

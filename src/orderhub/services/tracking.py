@@ -26,10 +26,12 @@ import sqlalchemy as sa
 from orderhub.adapters.carriers import kuaidi100, sf
 from orderhub.adapters.carriers.kuaidi100 import Kuaidi100
 from orderhub.adapters.carriers.sf import Sf
+from orderhub.adapters.db import audit_log_repo, outbox_repo
 from orderhub.adapters.db import tracking_repo as repo
 from orderhub.adapters.db.engine import is_deadlock
 from orderhub.adapters.db.queries import local
 from orderhub.domain import logistics as lg
+from orderhub.domain.access import Actor, as_actor
 from orderhub.domain.errors import ErrorCode, FetchError, OrderHubError
 from orderhub.domain.logistics import LABELS_ZH, CarrierTrack, ParcelFacts, ParcelState, apply_scans
 from orderhub.services.rules import RuleBook
@@ -211,7 +213,19 @@ class Tracker:
             raise OrderHubError(ErrorCode.CONFLICT, f"waybill {waybill_no} already belongs to order {existing.order_id}", "waybill_no")
         row = repo.register(conn, waybill_no=waybill_no, carrier=carrier, order_id=order_id, package_no=package_no,
                             shipped_at=shipped_at, now=self.clock())  # fmt: skip
+        if self.subscribes(carrier):
+            # Kuaidi100 pushes only what was subscribed: the request goes out with the shipment (outbox,
+            # retried); a replayed ship event finds the same key and asks nothing more.
+            outbox_repo.enqueue(conn, kind=kuaidi100.SUBSCRIBE_KIND, endpoint="carrier:kuaidi100", order_id=order_id,
+                                payload={"carrier": carrier, "waybill_no": waybill_no}, now=self.clock(),
+                                idempotency_key=f"kd100-subscribe:{carrier}:{waybill_no}"[:64])
         return row.state
+
+    def subscribes(self, carrier: str) -> bool:
+        """Parcels tracked by Kuaidi100 subscription: every carrier's, except SF's when SF pushes its routes itself."""
+        if self.kuaidi100 is None or not self.kuaidi100.config.callback_url:
+            return False
+        return not (carrier.upper() == sf.CARRIER and self.sf is not None)
 
     async def run_forever(self, stall_check_interval_s: float = 300.0, poll_limit: int = 100) -> None:
         """The background loop: poll silent parcels, then check stalls, every interval (one failure
@@ -304,9 +318,11 @@ class Tracker:
         for t in done:
             change.events.append(_event(f"工单关闭：{t.kind}（{reason}）", {"ticket_id": t.id, "code": t.kind, "closed_by": actor}, actor=actor))
 
-    def close_ticket(self, ticket_id: int, actor: str, reason: str | None) -> dict[str, Any]:
+    def close_ticket(self, ticket_id: int, actor: Actor | str, reason: str | None) -> dict[str, Any]:
         if not reason or not reason.strip():
             raise OrderHubError(ErrorCode.INVALID_REQUEST, "say why (reason is required)", "reason")
+        who = as_actor(actor)
+        actor = who.name
         now = self.clock()
         with self.engine.begin() as conn:
             found = repo.ticket(conn, ticket_id)
@@ -323,6 +339,8 @@ class Tracker:
                 repo.save_order(conn, order, change.values(), change.events, now)
             else:
                 repo.close_tickets(conn, [ticket_id], actor, now, reason.strip())
+            audit_log_repo.record(conn, who, "ticket.close", "ticket", ticket_id, before={"status": target.status, "order_id": found.order_id},
+                                  after={"status": "closed", "reason": reason.strip()}, at=now)
             return ticket_json(repo.ticket(conn, ticket_id))
 
     # -- reading ---------------------------------------------------------------------------------

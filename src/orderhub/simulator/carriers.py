@@ -147,7 +147,10 @@ class CarrierSim:
         self.sf = dict(sf or DEMO_SF)
         self.target_url = target_url
         self.parcels: dict[str, SimParcel] = {}
-        self.stats = {"pushes": 0, "push_failures": 0, "queries": 0, "refused": 0}
+        # Kuaidi100 subscriptions (POST /kuaidi100/poll): waybill -> {company, callbackurl, salt, at}. A subscribed
+        # parcel is pushed to its callback, signed with its salt; others go to target_url (subscribed elsewhere)
+        self.subscriptions: dict[str, dict[str, Any]] = {}
+        self.stats = {"pushes": 0, "push_failures": 0, "queries": 0, "refused": 0, "subscriptions": 0}
         # How the carriers behave (PUT /_sim/carriers/config): drawn tracks' hours × time_scale, how
         # often each scenario is drawn, and the push cadence (None: push_forever's own interval).
         self.time_scale = time_scale
@@ -208,11 +211,11 @@ class CarrierSim:
         return {"message": "ok", "nu": parcel.waybill_no, "ischeck": "1" if newest == "delivered" else "0", "condition": "00",
                 "com": com.get(parcel.carrier, parcel.carrier.lower()), "status": "200", "state": _CODES[newest][0], "data": data}
 
-    def kuaidi100_push(self, parcel: SimParcel, scans: list[SimScan]) -> bytes:
+    def kuaidi100_push(self, parcel: SimParcel, scans: list[SimScan], salt: str | None = None) -> bytes:
         done = scans and scans[-1].kind in ("delivered", "returned")
         param = orjson.dumps({"status": "shutdown" if done else "polling", "billstatus": "", "message": "", "autoCheck": "0",
                               "comOld": "", "comNew": "", "lastResult": self.kuaidi100_result(parcel, scans)}).decode()
-        return urlencode({"param": param, "sign": _kd100_sign(param + self.kuaidi100["salt"])}).encode()
+        return urlencode({"param": param, "sign": _kd100_sign(param + (self.kuaidi100["salt"] if salt is None else salt))}).encode()
 
     def sf_routes(self, parcel: SimParcel, scans: list[SimScan], first_id: int) -> list[dict[str, Any]]:
         routes = []
@@ -229,25 +232,29 @@ class CarrierSim:
     async def push(self, http: httpx.AsyncClient, target: str | None = None, waybill_no: str | None = None, replay: bool = False) -> dict[str, int]:
         """Send every parcel's new visible scans (or, with `replay`, its last push again) to OrderHub."""
         target = (target or self.target_url or "").rstrip("/")
-        if not target:
-            raise ValueError("push needs a target (OrderHub's base URL)")
+        if not target and not self.subscriptions:
+            raise ValueError("push needs a target (OrderHub's base URL) or a subscription")
         sent = failed = 0
         for parcel in [p for p in list(self.parcels.values()) if waybill_no in (None, p.waybill_no)]:
             with self._lock:
                 scans = self.visible(parcel)
                 fresh = scans[parcel.pushed :]
+                subscribed = self.subscriptions.get(parcel.waybill_no) if parcel.provider == "kuaidi100" else None
+                base = "" if subscribed else target
                 if replay:
                     request = parcel.last_push
-                elif not fresh:
+                elif not fresh or not (subscribed or target):
                     request = None
                 elif parcel.provider == "sf":
                     body, digest = self.sf_push(parcel, fresh)
                     request = (f"{PUSH_PATHS['sf']}?msgDigest={quote_plus(digest)}", body, "application/json")
+                elif subscribed:
+                    request = (subscribed["callbackurl"], self.kuaidi100_push(parcel, scans, subscribed["salt"]), "application/x-www-form-urlencoded")
                 else:
                     request = (PUSH_PATHS["kuaidi100"], self.kuaidi100_push(parcel, scans), "application/x-www-form-urlencoded")
             if request is None:
                 continue
-            ok = await self._send(http, target, parcel.provider, request)
+            ok = await self._send(http, base, parcel.provider, request)
             with self._lock:
                 self.stats["pushes"] += 1
                 if ok:
@@ -281,6 +288,26 @@ class CarrierSim:
             await asyncio.sleep(self.push_interval_s or interval_s)
 
     # -- what the carriers answer -------------------------------------------------------------
+
+    def kuaidi100_subscribe(self, form: dict[str, str]) -> dict[str, Any]:
+        """The subscription API (poll): `schema=json` + `param{company, number, key, parameters{callbackurl, salt}}`."""
+        try:
+            param = orjson.loads(form.get("param") or "")
+            parameters = param.get("parameters") or {}
+            number, company, callback = str(param.get("number") or ""), str(param.get("company") or ""), str(parameters.get("callbackurl") or "")
+        except (orjson.JSONDecodeError, AttributeError):
+            return {"result": False, "returnCode": "700", "message": "订阅方的订阅数据存在错误（如不支持的快递公司、单号为空、单号超长等）"}
+        if param.get("key") != self.kuaidi100["key"]:
+            return {"result": False, "returnCode": "600", "message": "您不是合法的订阅者（即授权Key出错）"}
+        if form.get("schema") != "json" or not number or not company or not callback.startswith(("http://", "https://")):
+            return {"result": False, "returnCode": "700", "message": "订阅方的订阅数据存在错误（如不支持的快递公司、单号为空、单号超长等）"}
+        with self._lock:
+            if number in self.subscriptions:
+                return {"result": False, "returnCode": "501", "message": "重复订阅"}
+            self.subscriptions[number] = {"company": company, "callbackurl": callback, "salt": str(parameters.get("salt") or ""),
+                                          "at": self.clock()}
+            self.stats["subscriptions"] += 1
+        return {"result": True, "returnCode": "200", "message": "提交成功"}
 
     def kuaidi100_query(self, form: dict[str, str]) -> dict[str, Any]:
         self.stats["queries"] += 1
@@ -333,6 +360,10 @@ async def _form(request: Request) -> dict[str, str]:
 def make_router(state: CarrierSim) -> APIRouter:
     """The carriers' query APIs: mount Kuaidi100 under /kuaidi100 and SF under /sf (routes carry those prefixes)."""
     router = APIRouter()
+
+    @router.post("/kuaidi100/poll")
+    async def kuaidi100_subscribe(request: Request) -> Response:
+        return _json(state.kuaidi100_subscribe(await _form(request)))
 
     @router.post("/kuaidi100/poll/query.do")
     async def kuaidi100_query(request: Request) -> Response:

@@ -1,7 +1,9 @@
-"""Kuaidi100 (快递100): the subscription push (form `param` + `sign`) and the real-time query API (poll/query.do).
+"""Kuaidi100 (快递100): the subscription request (poll), its pushes (form `param` + `sign`) and the real-time
+query API (poll/query.do).
 
 Sources (docs/logistics.md): the official SDK kuaidi100-api/java-demo (`SignUtils`, `Subscribe.callBackUrl`,
-`SubscribePushResult`, `QueryTrackResp`) and the official python-demo `synquery.py`.
+`SubscribePushResult`, `QueryTrackResp`), the official php-demo `subscribe.php` (form `schema=json` +
+`param{company, number, key, parameters{callbackurl, salt, resultv2}}`) and python-demo `synquery.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import httpx
 import orjson
 
 from orderhub.adapters.carriers.base import clip, parse_local_time
+from orderhub.adapters.db.outbox_repo import DeliveryError, OutboxMessage
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, SignatureError
 from orderhub.domain.logistics import KUAIDI100_STATES, CarrierTrack, ParcelState, Scan, kuaidi100_state, refine_problem
 
@@ -23,6 +26,13 @@ from orderhub.domain.logistics import KUAIDI100_STATES, CarrierTrack, ParcelStat
 PUSH_REPLY = orjson.dumps({"result": True, "returnCode": "200", "message": "成功"})
 DEFAULT_BASE_URL = "https://poll.kuaidi100.com"
 QUERY_PATH = "/poll/query.do"
+SUBSCRIBE_PATH = "/poll"
+SUBSCRIBE_KIND = "carrier.subscribe"  # the outbox kind of a subscription request
+# Subscription answers: 200 提交成功; 501 重复订阅 (already subscribed: as good as 200); 500 服务器错误 and
+# 502 服务器繁忙 are worth retrying; 600 / 601 (not a valid subscriber, key expired), 700 (bad request) and
+# 701 (company refused) are refused for good until someone fixes the account or the message.
+SUBSCRIBED = {"200", "501"}
+RETRY_SUBSCRIBE = {"500", "502"}
 NO_RESULT = "500"  # 查询无结果，请隔段时间再查: nothing yet, not an error
 
 # Kuaidi100 company codes (lowercase) of OrderHub's carriers (CompanyConstant in the SDK; DBL [U]).
@@ -116,6 +126,7 @@ class Kuaidi100Config:
     key: str  # 授权key, for the query API
     salt: str  # given at subscription; every push is signed with it
     base_url: str = DEFAULT_BASE_URL
+    callback_url: str | None = None  # where Kuaidi100 pushes (OrderHub's /api/v1/webhooks/carriers/kuaidi100); none: no subscriptions
 
 
 class Kuaidi100:
@@ -134,6 +145,34 @@ class Kuaidi100:
         # resultv2=4 asks for the 高级状态 statusCode of each scan [U: value from the SDK comments]
         param = orjson.dumps({"com": com, "num": waybill_no, "resultv2": "4"}).decode()
         return {"customer": self.config.customer, "sign": query_sign(param, self.config.key, self.config.customer), "param": param}
+
+    def subscribe_form(self, carrier: str, waybill_no: str) -> dict[str, str]:
+        com = COM_BY_CARRIER.get(carrier.upper(), carrier.lower())
+        parameters = {"callbackurl": self.config.callback_url or "", "salt": self.config.salt, "resultv2": "4"}
+        param = orjson.dumps({"company": com, "number": waybill_no, "key": self.config.key, "parameters": parameters}).decode()
+        return {"schema": "json", "param": param}
+
+    async def subscribe(self, http: httpx.AsyncClient, carrier: str, waybill_no: str) -> dict[str, Any]:
+        """Ask Kuaidi100 to push this waybill's track to OrderHub. Raises DeliveryError (the outbox retries
+        what is worth retrying and dead-letters the rest, with Kuaidi100's code in the error)."""
+        if not self.config.callback_url:
+            raise DeliveryError("kuaidi100 callback_url is not configured: nowhere to push to", retryable=False)
+        url = self.config.base_url.rstrip("/") + SUBSCRIBE_PATH
+        try:
+            response = await http.post(url, data=self.subscribe_form(carrier, waybill_no))
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"kuaidi100 subscribe failed: {type(exc).__name__}: {exc}") from None
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise DeliveryError(f"kuaidi100 subscribe answered HTTP {response.status_code} without JSON",
+                                retryable=response.status_code >= 500 or response.status_code == 429) from None
+        code = str(data.get("returnCode") or "") if isinstance(data, dict) else ""
+        if code in SUBSCRIBED:
+            return {"returnCode": code, "message": data.get("message")}
+        retry = code in RETRY_SUBSCRIBE or response.status_code >= 500 or response.status_code == 429
+        message = data.get("message") if isinstance(data, dict) else None
+        raise DeliveryError(f"kuaidi100 subscribe refused: {code or response.status_code} {message}", retryable=retry)
 
     async def query(self, http: httpx.AsyncClient, carrier: str, waybill_no: str) -> CarrierTrack | None:
         """The whole track as Kuaidi100 knows it now; None while it knows nothing of the waybill."""
@@ -158,3 +197,17 @@ class Kuaidi100:
             return parse_result(data)
         except EnvelopeError as exc:
             raise FetchError(f"kuaidi100 query answer unreadable: {exc.message}", retryable=False) from None
+
+
+class Kuaidi100Subscriber:
+    """The outbox sender for `carrier.subscribe`: one waybill's subscription request."""
+
+    def __init__(self, client: Kuaidi100, http: httpx.AsyncClient) -> None:
+        self._client = client
+        self._http = http
+
+    async def send(self, message: OutboxMessage) -> dict[str, Any]:
+        payload = message.payload or {}
+        if message.kind != SUBSCRIBE_KIND or not payload.get("waybill_no") or not payload.get("carrier"):
+            raise DeliveryError(f"not a kuaidi100 subscription: {message.kind} {payload}", retryable=False)
+        return await self._client.subscribe(self._http, str(payload["carrier"]), str(payload["waybill_no"]))

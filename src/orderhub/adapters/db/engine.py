@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +13,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy import event
 
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for the write lock before it fails
 
@@ -70,6 +75,7 @@ class _WriterTurn:
     def __init__(self, engine: sa.Engine) -> None:
         self._lock = threading.Lock()
         self._holder: int | None = None  # id() of the DBAPI connection whose turn it is
+        self._holder_thread: int | None = None  # for the log, should a writer ever wait too long
         dialect = engine.dialect
         commit, rollback = dialect.do_commit, dialect.do_rollback
         dialect.do_commit = lambda connection: self._end(commit, connection)  # type: ignore[method-assign]
@@ -86,8 +92,10 @@ class _WriterTurn:
         # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred read-then-write
         # transaction fails with SQLITE_BUSY under concurrency instead of waiting.
         if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own busy timeout would
+            log.error("no SQLite write turn within %s s; the writer holding it:\n%s", BUSY_TIMEOUT_S, self._holder_stack())
             raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked (writer turn)"))
         self._holder = id(conn.connection.dbapi_connection)
+        self._holder_thread = threading.get_ident()
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         except BaseException:
@@ -104,6 +112,10 @@ class _WriterTurn:
     def _give_back(self, dbapi_connection: Any) -> None:
         if dbapi_connection is not None and self._holder == id(dbapi_connection):
             self._release()
+
+    def _holder_stack(self) -> str:
+        frame = sys._current_frames().get(self._holder_thread or -1)
+        return "".join(traceback.format_stack(frame)) if frame is not None else "(the holding thread has ended)"
 
     def _release(self) -> None:
         self._holder = None

@@ -494,3 +494,72 @@ freeze_instructions = sa.Table(
     sa.Index("ix_freeze_instructions_order_id", "order_id"),
     sa.Index("ix_freeze_instructions_outcome", "outcome"),
 )
+
+# -- logins, API keys and the audit log (DESIGN.md §4.11, docs/security.md) ------------------------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(64), nullable=False),  # stored lower-case: one account per name
+    sa.Column("display_name", sa.String(64)),
+    sa.Column("password_hash", sa.String(255), nullable=False),  # argon2id (adapters/passwords.py)
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("last_login_at", UtcDateTime),
+    sa.UniqueConstraint("username"),
+)
+
+# Login sessions: only the SHA-256 of the bearer token is stored, so a copy of the database
+# opens no session. In the database (not in a process) so every API node knows every session.
+auth_tokens = sa.Table(
+    "auth_tokens",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("user_id", sa.BigInteger, sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("expires_at", UtcDateTime, nullable=False),
+    sa.Column("last_used_at", UtcDateTime),
+    sa.Column("ip", sa.String(64)),
+    sa.Index("ix_auth_tokens_user_id", "user_id"),
+    sa.Index("ix_auth_tokens_expires_at", "expires_at"),
+)
+
+# Keys for integrations (`ohk_…`): shown once, stored as SHA-256; revoked, never deleted.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),  # the first characters, to tell keys apart in the list
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_used_at", UtcDateTime),
+    sa.Column("revoked_at", UtcDateTime),
+    sa.UniqueConstraint("key_hash"),
+)
+
+# Append-only: who changed what, when, before and after (users, logins, PII reveals, rules, order
+# actions, stock, templates, outbox, quarantine, interceptions, workers). Written in the
+# transaction of the change; triggers refuse UPDATE and DELETE (migration 0008).
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(64), nullable=False),
+    sa.Column("actor_kind", sa.String(16), nullable=False),  # user | api_key | cli | system | anonymous
+    sa.Column("action", sa.String(48), nullable=False),  # e.g. user.create, login.failed, order.release, rule.publish
+    sa.Column("entity", sa.String(32), nullable=False),  # user | api_key | order | rule_set | stock | template | outbox | …
+    sa.Column("entity_id", sa.String(128)),
+    sa.Column("before", Json),
+    sa.Column("after", Json),
+    sa.Column("ip", sa.String(64)),
+    sa.Index("ix_audit_log_entity_entity_id_id", "entity", "entity_id", "id"),
+    sa.Index("ix_audit_log_actor_id", "actor", "id"),
+    sa.Index("ix_audit_log_action_entity_id_at", "action", "entity_id", "at"),
+)

@@ -9,8 +9,10 @@ from fastapi import FastAPI
 
 from orderhub import __version__
 from orderhub.bootstrap import Runtime
-from orderhub.entrypoints.api import errors
+from orderhub.entrypoints.api import auth_routes, errors
+from orderhub.entrypoints.api.auth import AUTHORIZE
 from orderhub.entrypoints.api.audit_routes import build_audit_router
+from orderhub.entrypoints.api.console import mount_console
 from orderhub.entrypoints.api.dashboard_routes import build_dashboard_router
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.notification_routes import build_notification_router
@@ -36,6 +38,7 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
         docs_url="/api/v1/docs",
         redoc_url=None,
         lifespan=lifespan,
+        dependencies=[AUTHORIZE],  # every route's access_policy line is checked (entrypoints/api/auth.py)
     )
     errors.install(app)
     # before build_router: its one-segment /webhooks/{channel} must not take /webhooks/wms/{name}
@@ -46,5 +49,7 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     app.include_router(build_notification_router(runtime))
     app.include_router(build_tracking_router(runtime))
     app.include_router(build_dashboard_router(runtime))
+    auth_routes.install(app, runtime)  # last: logins and authentication; refuses a route without a policy line
+    mount_console(app)  # the web console at / (its catch-all never matches /api/)
     app.state.runtime = runtime
     return app

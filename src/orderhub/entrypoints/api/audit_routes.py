@@ -4,17 +4,17 @@ queue and the actions people take on orders."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from orderhub.adapters.db import audit_repo, inventory_repo, queries
+from orderhub.adapters.db import inventory_repo, queries
 from orderhub.bootstrap import Runtime
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import acting, pii_view_orders
 from orderhub.entrypoints.api.responses import JsonResponse
-from orderhub.services import order_actions, rule_trials
+from orderhub.services import order_actions, rule_trials, stock_changes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error}, 422: {"model": schemas.Error},
@@ -29,13 +29,6 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
     def read(fn: Any, *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
             with engine.connect().execution_options(readonly=True) as conn:
-                return fn(conn, *args, **kwargs)
-
-        return asyncio.to_thread(run)
-
-    def write(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        def run() -> Any:
-            with engine.begin() as conn:
                 return fn(conn, *args, **kwargs)
 
         return asyncio.to_thread(run)
@@ -71,20 +64,15 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
 
     @router.post("/inventory/{sku}/adjust", tags=["inventory"], summary="Receive (+) or write off (−) stock",
                  description="Refused with 409 `insufficient_stock` below what is reserved. Orders held 缺货 for this SKU are audited again.")
-    async def adjust_stock(sku: str, body: schemas.StockAdjust) -> JsonResponse:
-        def run(conn: Any) -> None:
-            inventory_repo.adjust(conn, sku, body.warehouse, body.delta, actor=body.actor, reason=body.reason, now=datetime.now(UTC))
-            if body.delta > 0:
-                audit_repo.requeue_short(conn, [sku])
-
-        await write(run)
+    async def adjust_stock(sku: str, body: schemas.StockAdjust, request: Request) -> JsonResponse:
+        await asyncio.to_thread(stock_changes.adjust_stock, engine, acting(request, body.actor), sku, body.warehouse, body.delta, body.reason)
         runtime.notify_work()
         items, _ = await read(inventory_repo.list_stock, sku=sku, warehouse=body.warehouse, limit=1)
         return JsonResponse(_stock_json(items[0]) if items else None)
 
     @router.put("/inventory/{sku}/safety", tags=["inventory"], summary="Set the safety stock of a SKU in a warehouse")
-    async def set_safety(sku: str, body: schemas.SafetyStock) -> JsonResponse:
-        await write(inventory_repo.set_safety, sku, body.warehouse, body.safety, actor=body.actor, now=datetime.now(UTC))
+    async def set_safety(sku: str, body: schemas.SafetyStock, request: Request) -> JsonResponse:
+        await asyncio.to_thread(stock_changes.set_safety_stock, engine, acting(request, body.actor), sku, body.warehouse, body.safety)
         items, _ = await read(inventory_repo.list_stock, sku=sku, warehouse=body.warehouse, limit=1)
         return JsonResponse(_stock_json(items[0]) if items else None)
 
@@ -110,8 +98,8 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
 
     @router.put("/rules/{name}", tags=["rules"], summary="Save a draft",
                 description="Validated by the engine first: 422 `rule_invalid` with the problem. An open draft is replaced; published versions never change.")
-    async def save_draft(name: str, body: schemas.RuleDraft) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(rules.save_draft, name, body.content, body.author, body.note))
+    async def save_draft(name: str, body: schemas.RuleDraft, request: Request) -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(rules.save_draft, name, body.content, acting(request, body.author), body.note))
 
     @router.post("/rules/{name}/dry-run", tags=["rules"], summary="The draft's decision on one order, and why")
     async def dry_run(name: str, body: schemas.DryRun) -> JsonResponse:
@@ -125,16 +113,16 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
 
     @router.post("/rules/{name}/publish", tags=["rules"], summary="Publish the draft (or a stored version): the next audit version",
                  description="Takes effect on the next audit batch, without a restart; orders record the audit version that decided them.")
-    async def publish(name: str, body: schemas.RulePublish) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(rules.publish, name, body.author, body.note, body.version))
+    async def publish(name: str, body: schemas.RulePublish, request: Request) -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(rules.publish, name, acting(request, body.author), body.note, body.version))
 
     @router.post("/rules/{name}/rollback", tags=["rules"], summary="Back to the version published before the current one")
-    async def rollback(name: str, body: schemas.RulePublish) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(rules.rollback, name, body.author, body.note))
+    async def rollback(name: str, body: schemas.RulePublish, request: Request) -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(rules.rollback, name, acting(request, body.author), body.note))
 
     @router.put("/rules/{name}/switches/{rule_id}", tags=["rules"], summary="Switch one rule off (or on) without a deploy")
-    async def switch(name: str, rule_id: str, body: schemas.RuleSwitch) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(rules.set_switch, name, rule_id, body.enabled, body.author))
+    async def switch(name: str, rule_id: str, body: schemas.RuleSwitch, request: Request) -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(rules.set_switch, name, rule_id, body.enabled, acting(request, body.author)))
 
     @router.get("/rules/{name}/diff", tags=["rules"], summary="Rows added, removed and changed between two versions")
     async def diff(name: str, a: int, b: int) -> JsonResponse:
@@ -148,6 +136,7 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
 
     @router.get("/exceptions", tags=["exceptions"], summary="异常订单: orders with holds, and counts per hold code")
     async def exceptions(
+        request: Request,
         code: Annotated[str | None, Query(description="one hold code, e.g. out_of_stock")] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         cursor: str | None = None,
@@ -155,40 +144,41 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
         filters = queries.OrderFilters(hold=code, held=True)
         items, next_cursor = await read(queries.list_orders, filters, limit, cursor)
         counts = await read(queries.hold_counts)
-        return JsonResponse({"counts": counts, "items": items, "next_cursor": next_cursor})
+        return JsonResponse({"counts": counts, "items": pii_view_orders(request, items), "next_cursor": next_cursor})
 
     @router.post("/orders/{order_id}/release", tags=["exceptions"], response_model=schemas.ActionResult, summary="放行: lift a hold and audit again",
                  description="The rules will not put a released code back on this order (out_of_stock excepted: stock is checked every time).")
-    async def release(order_id: str, body: schemas.HoldAction) -> JsonResponse:
-        return await act(order_actions.release_hold, order_id, actor=body.actor, reason=body.reason, code=body.code, version=body.version)
+    async def release(order_id: str, body: schemas.HoldAction, request: Request) -> JsonResponse:
+        return await act(order_actions.release_hold, order_id, actor=acting(request, body.actor), reason=body.reason, code=body.code, version=body.version)
 
     @router.post("/orders/{order_id}/resolve", tags=["exceptions"], response_model=schemas.ActionResult, summary="标记已处理: the cause was fixed; audit again")
-    async def resolve(order_id: str, body: schemas.HoldAction) -> JsonResponse:
-        return await act(order_actions.resolve_hold, order_id, actor=body.actor, reason=body.reason, code=body.code, version=body.version)
+    async def resolve(order_id: str, body: schemas.HoldAction, request: Request) -> JsonResponse:
+        return await act(order_actions.resolve_hold, order_id, actor=acting(request, body.actor), reason=body.reason, code=body.code, version=body.version)
 
     @router.post("/orders/{order_id}/hold", tags=["exceptions"], response_model=schemas.ActionResult, summary="挂起 by hand (code manual by default)")
-    async def hold(order_id: str, body: schemas.HoldAction) -> JsonResponse:
-        return await act(order_actions.hold_order, order_id, actor=body.actor, reason=body.reason, code=body.code or "manual", version=body.version)
+    async def hold(order_id: str, body: schemas.HoldAction, request: Request) -> JsonResponse:
+        return await act(order_actions.hold_order, order_id, actor=acting(request, body.actor), reason=body.reason, code=body.code or "manual", version=body.version)
 
     @router.post("/orders/{order_id}/cancel", tags=["exceptions"], response_model=schemas.ActionResult, summary="Cancel an order not yet at the warehouse")
-    async def cancel(order_id: str, body: schemas.OrderAction) -> JsonResponse:
-        return await act(order_actions.cancel_order, order_id, actor=body.actor, reason=body.reason, version=body.version)
+    async def cancel(order_id: str, body: schemas.OrderAction, request: Request) -> JsonResponse:
+        return await act(order_actions.cancel_order, order_id, actor=acting(request, body.actor), reason=body.reason, version=body.version)
 
     @router.post("/orders/{order_id}/address", tags=["exceptions"], response_model=schemas.ActionResult, summary="Edit the address, then audit again")
-    async def edit_address(order_id: str, body: schemas.AddressEdit) -> JsonResponse:
+    async def edit_address(order_id: str, body: schemas.AddressEdit, request: Request) -> JsonResponse:
         address = {"province": body.province, "city": body.city, "district": body.district, "detail": body.detail}
         result = await asyncio.to_thread(
-            order_actions.edit_address, engine, runtime.vault, order_id, address, actor=body.actor, reason=body.reason, version=body.version)
+            order_actions.edit_address, engine, runtime.vault, order_id, address, actor=acting(request, body.actor), reason=body.reason,
+            version=body.version)
         runtime.notify_work()
         return JsonResponse(result)
 
     @router.post("/orders/merge", tags=["exceptions"], summary="手工合单: ready orders of one shop, warehouse and address")
-    async def merge(body: schemas.MergeRequest) -> JsonResponse:
-        return await act(order_actions.merge_orders, body.order_ids, actor=body.actor, reason=body.reason)
+    async def merge(body: schemas.MergeRequest, request: Request) -> JsonResponse:
+        return await act(order_actions.merge_orders, body.order_ids, actor=acting(request, body.actor), reason=body.reason)
 
     @router.post("/orders/{order_id}/unmerge", tags=["exceptions"], response_model=schemas.ActionResult, summary="Take an order out of its merge group")
-    async def unmerge(order_id: str, body: schemas.OrderAction) -> JsonResponse:
-        return await act(order_actions.unmerge_order, order_id, actor=body.actor, reason=body.reason)
+    async def unmerge(order_id: str, body: schemas.OrderAction, request: Request) -> JsonResponse:
+        return await act(order_actions.unmerge_order, order_id, actor=acting(request, body.actor), reason=body.reason)
 
     return router
 

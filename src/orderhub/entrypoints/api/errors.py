@@ -6,7 +6,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from orderhub.entrypoints.api.responses import JsonResponse
 
-from orderhub.domain.errors import ErrorCode, OrderHubError
+from orderhub.domain.errors import ErrorCode, OrderHubError, ThrottledError
 
 STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.SIGNATURE_MISSING: 401,
@@ -21,6 +21,15 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.TEMPLATE_INVALID: 422,
     ErrorCode.INTAKE_UNAVAILABLE: 503,
     ErrorCode.WAYBILL_UNAVAILABLE: 503,
+    ErrorCode.UNAUTHENTICATED: 401,
+    ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.USER_DISABLED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.USERNAME_TAKEN: 409,
+    ErrorCode.LAST_ADMIN: 409,
+    ErrorCode.WEAK_PASSWORD: 422,
+    ErrorCode.TOO_MANY_ATTEMPTS: 429,
+    ErrorCode.RATE_LIMITED: 429,
 }
 
 
@@ -33,6 +42,10 @@ def install(app: FastAPI) -> None:
     async def _orderhub_error(_request: Request, exc: OrderHubError) -> JsonResponse:
         status = STATUS_BY_CODE.get(exc.code, 400)
         headers = {"Retry-After": "5"} if status == 503 else None
+        if isinstance(exc, ThrottledError):
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        elif exc.code is ErrorCode.UNAUTHENTICATED:
+            headers = {"WWW-Authenticate": "Bearer"}
         body: dict[str, object] = dict(exc.as_dict())
         if getattr(exc, "errors", None):
             body["errors"] = exc.errors  # every bad row of a rejected file, not only the first

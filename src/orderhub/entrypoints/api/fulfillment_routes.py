@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import acting, pii_view
 from orderhub.entrypoints.api.responses import JsonResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,14 +36,14 @@ class NewAddress(BaseModel):
 class InterceptRequest(BaseModel):
     kind: Literal["cancel", "address", "remark", "expedite"]
     reason: str = Field(min_length=1, description="why (on the instruction, in the warehouse alert and the event log)")
-    actor: str = Field("api", max_length=48, description="who (until logins exist, the caller names itself)")
+    actor: str = Field("api", max_length=48, description=schemas.ACTOR_NOTE)
     address: NewAddress | None = Field(None, description="kind=address: the new address")
     remark: str | None = Field(None, description="kind=remark: the new seller remark")
 
 
 class ResolveRequest(BaseModel):
     decision: Literal["apply", "dismiss"]
-    actor: str = Field("api", max_length=48)
+    actor: str = Field("api", max_length=48, description=schemas.ACTOR_NOTE)
     reason: str | None = None
 
 
@@ -79,15 +80,16 @@ def build_fulfillment_router(runtime: Any) -> APIRouter:
             "conflicting instruction within 15 s (cancel + expedite, cancel + address, two addresses) goes to a supervisor."
         ),
     )
-    async def intercept(order_id: str, body: InterceptRequest) -> JsonResponse:
+    async def intercept(order_id: str, body: InterceptRequest, request: Request) -> JsonResponse:
         result = await asyncio.to_thread(
-            service().intercept, order_id, body.kind, actor=body.actor, reason=body.reason,
+            service().intercept, order_id, body.kind, actor=acting(request, body.actor), reason=body.reason,
             address=body.address.model_dump() if body.address else None, remark=body.remark,
         )
         return JsonResponse(result, status_code=202 if result.get("action") == "freeze" else 200)
 
     @router.get("/interceptions", tags=["fulfillment"], summary="Freeze instructions, newest first", responses=ERRORS)
     async def interceptions(
+        request: Request,
         outcome: Annotated[str | None, Query(description="pending | frozen | refused | supervisor | applied | too_late")] = None,
         order_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -95,12 +97,12 @@ def build_fulfillment_router(runtime: Any) -> APIRouter:
     ) -> JsonResponse:
         before = int(cursor) if cursor and cursor.isdigit() else None
         page = await asyncio.to_thread(service().list_interceptions, outcome=outcome, order_id=order_id, limit=limit, before_id=before)
-        return JsonResponse(page)
+        return JsonResponse({**page, "items": pii_view(request, page["items"])})  # a new address is what a person typed
 
     @router.post("/interceptions/{instruction_id}/resolve", tags=["fulfillment"], summary="A supervisor decides a conflicting instruction",
                  responses=ERRORS)
-    async def resolve(instruction_id: int, body: ResolveRequest) -> JsonResponse:
-        result = await asyncio.to_thread(service().resolve, instruction_id, body.decision, actor=body.actor, reason=body.reason)
+    async def resolve(instruction_id: int, body: ResolveRequest, request: Request) -> JsonResponse:
+        result = await asyncio.to_thread(service().resolve, instruction_id, body.decision, actor=acting(request, body.actor), reason=body.reason)
         return JsonResponse(result)
 
     return router

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from orderhub.adapters.db import queries
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import acting
 from orderhub.entrypoints.api.responses import JsonResponse
 from orderhub.services import notifications
 
@@ -20,7 +21,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": schemas.Error}, 404: {
 class TemplateSave(BaseModel):
     subject: str | None = Field(None, description="e-mail subject / robot title (Jinja2); required for email")
     body: str = Field(description="the text (Jinja2), e.g. 您的订单{{ order_no }}已发货，{{ carrier_name }}运单号{{ waybill_no }}")
-    author: str = Field(description="who saves it (kept as updated_by)")
+    author: str = Field("api", description="kept as updated_by: " + schemas.ACTOR_NOTE, max_length=64)
     enabled: bool | None = Field(None, description="switch the template on or off; unchanged when omitted")
 
 
@@ -44,9 +45,9 @@ def build_notification_router(runtime: Runtime) -> APIRouter:
     @router.put("/notification-templates/{name}/{channel}", summary="Save a template (the next version)",
                 description="Validated first by rendering it against a sample order: an unknown variable (in any branch), a syntax "
                             "error or a webhook body that is not a JSON object is refused with 422 `template_invalid` and Jinja's error.")
-    async def save_template(name: str, channel: str, body: TemplateSave) -> JsonResponse:
+    async def save_template(name: str, channel: str, body: TemplateSave, request: Request) -> JsonResponse:
         row = await asyncio.to_thread(
-            notifications.save_template, engine, name, channel, body.subject, body.body, author=body.author, enabled=body.enabled)
+            notifications.save_template, engine, name, channel, body.subject, body.body, author=acting(request, body.author), enabled=body.enabled)
         return JsonResponse(_template_json(row))
 
     @router.post("/notification-templates/{name}/{channel}/preview", summary="The template rendered for one order (nothing is sent)")

@@ -6,12 +6,13 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from orderhub.adapters.db import outbox_repo, queries
+from orderhub.adapters.db import audit_log_repo, outbox_repo, queries
 from orderhub.bootstrap import Runtime
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import current_actor, pii_view
 from orderhub.entrypoints.api.responses import JsonResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -36,6 +37,7 @@ def build_outbox_router(runtime: Runtime) -> APIRouter:
                             "`kind` is a kind (`wms.freeze`) or a prefix (`wms`). `breakers` is each endpoint's circuit breaker "
                             "(closed | open | half_open) in this process's relay.")
     async def list_outbox(
+        request: Request,
         status: Annotated[Literal["pending", "sending", "sent", "dead"] | None, Query()] = None,
         kind: str | None = None,
         order_id: str | None = None,
@@ -53,16 +55,24 @@ def build_outbox_router(runtime: Runtime) -> APIRouter:
         counts = await read(outbox_repo.counts)
         relay = getattr(runtime, "relay", None)
         breakers = relay.breaker_states() if relay is not None else {}
-        return JsonResponse({"items": [message_json(i) for i in items], "counts": counts, "next_cursor": next_cursor, "breakers": breakers})
+        shown = pii_view(request, [message_json(i) for i in items]) if payload else [message_json(i) for i in items]
+        return JsonResponse({"items": shown, "counts": counts, "next_cursor": next_cursor, "breakers": breakers})
 
     @router.post("/outbox/{message_id}/retry", tags=["outbox"], summary="Send a dead (or waiting) message again now",
                  description="Its attempts are kept: should it fail again it is dead again, with the new error. "
                              "404 `not_found`; 409 `conflict` when it was sent already or is being sent.")
-    async def retry_message(message_id: int) -> JsonResponse:
+    async def retry_message(message_id: int, request: Request) -> JsonResponse:
+        actor = current_actor(request)
+
         def run() -> dict[str, Any]:
             with engine.begin() as conn:
-                if not outbox_repo.retry(conn, message_id, now=datetime.now(UTC)):
-                    row = outbox_repo.get_message(conn, message_id)
+                before = outbox_repo.get_message(conn, message_id)
+                if outbox_repo.retry(conn, message_id, now=datetime.now(UTC)):
+                    audit_log_repo.record(conn, actor, "outbox.retry", "outbox", message_id,
+                                          before={"status": before["status"], "attempts": before["attempts"]} if before else None,
+                                          after={"status": outbox_repo.PENDING})
+                else:
+                    row = before
                     if row is None:
                         raise OrderHubError(ErrorCode.NOT_FOUND, f"no outbox message {message_id}", "id")
                     raise OrderHubError(ErrorCode.CONFLICT, f"outbox message {message_id} is {row['status']}: nothing to retry", "id")

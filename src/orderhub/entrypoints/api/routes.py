@@ -10,12 +10,13 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Body, File, Form, Query, Request, Response, UploadFile
 from orderhub.entrypoints.api.responses import JsonResponse
 
-from orderhub.adapters.db import queries
+from orderhub.adapters.db import audit_log_repo, queries
 from orderhub.adapters.db.inbox import backlog
 from orderhub.adapters.db.tables import sync_cursors
 from orderhub.bootstrap import Runtime
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import CurrentActor, pii_view, pii_view_orders
 from orderhub.services import imports as import_service
 from orderhub.services import quarantine as quarantine_service
 from orderhub.services.channel_status import channel_statuses
@@ -70,6 +71,7 @@ def build_router(runtime: Runtime) -> APIRouter:
 
     @router.get("/orders", tags=["orders"], response_model=schemas.OrderPage, responses=ERRORS, summary="List and search orders")
     async def list_orders(
+        request: Request,
         channel: str | None = None,
         shop_id: Annotated[str | None, Query(alias="shop")] = None,
         status: str | None = None,
@@ -91,21 +93,21 @@ def build_router(runtime: Runtime) -> APIRouter:
         filters = queries.OrderFilters(channel, shop_id, status, created_from, created_to, paid_from, paid_to, hold, q, last4_hash,
                                        waybill_no=waybill_no)
         items, next_cursor = await read(queries.list_orders, filters, limit, cursor)
-        return JsonResponse({"items": items, "next_cursor": next_cursor})
+        return JsonResponse({"items": pii_view_orders(request, items), "next_cursor": next_cursor})
 
     @router.get("/orders/{order_id}", tags=["orders"], response_model=schemas.Order, responses=ERRORS, summary="One order (DESIGN.md §3 shape)")
-    async def get_order(order_id: str) -> JsonResponse:
+    async def get_order(order_id: str, request: Request) -> JsonResponse:
         order = await read(queries.get_order, order_id)
         if order is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"order {order_id} does not exist", "order_id")
-        return JsonResponse(order)
+        return JsonResponse(pii_view_orders(request, [order])[0])
 
     @router.get("/orders/{order_id}/events", tags=["orders"], response_model=list[schemas.OrderEvent], responses=ERRORS, summary="The order's event log")
-    async def get_events(order_id: str) -> JsonResponse:
+    async def get_events(order_id: str, request: Request) -> JsonResponse:
         order = await read(queries.get_order, order_id)
         if order is None:
             raise OrderHubError(ErrorCode.NOT_FOUND, f"order {order_id} does not exist", "order_id")
-        return JsonResponse(await read(queries.order_events_of, order_id))
+        return JsonResponse(pii_view(request, await read(queries.order_events_of, order_id)))
 
     @router.get("/customers/{customer_id}", tags=["customers"], response_model=schemas.CustomerDetail, responses=ERRORS)
     async def get_customer(customer_id: str) -> JsonResponse:
@@ -144,8 +146,8 @@ def build_router(runtime: Runtime) -> APIRouter:
         return JsonResponse({"items": items, "next_cursor": next_cursor})
 
     @router.post("/quarantine/{quarantine_id}/replay", tags=["quarantine"], response_model=schemas.ReplayResult, responses={404: {"model": schemas.Error}, 409: {"model": schemas.Error}})
-    async def replay(quarantine_id: int) -> JsonResponse:
-        return JsonResponse(await quarantine_service.replay(runtime.processor, quarantine_id))
+    async def replay(quarantine_id: int, actor: CurrentActor) -> JsonResponse:
+        return JsonResponse(await quarantine_service.replay(runtime.processor, quarantine_id, actor))
 
     @router.post(
         "/imports",
@@ -171,8 +173,9 @@ def build_router(runtime: Runtime) -> APIRouter:
         return JsonResponse(report, status_code=202)
 
     @router.put("/import-mappings/{name}", tags=["imports"], summary="Save a named column mapping", responses={400: {"model": schemas.Error}})
-    async def put_mapping(name: str, mapping: Annotated[dict[str, Any], Body(description="{columns: {order_no: '订单号', …}, status_values: {…}, …}")]) -> JsonResponse:
-        saved = await asyncio.to_thread(import_service.save_mapping, runtime.engine, name, mapping)
+    async def put_mapping(name: str, mapping: Annotated[dict[str, Any], Body(description="{columns: {order_no: '订单号', …}, status_values: {…}, …}")],
+                          actor: CurrentActor) -> JsonResponse:
+        saved = await asyncio.to_thread(import_service.save_mapping, runtime.engine, name, mapping, actor)
         return JsonResponse(saved.to_dict())
 
     @router.get("/import-mappings", tags=["imports"], summary="Names of the saved column mappings")
@@ -185,12 +188,14 @@ def build_router(runtime: Runtime) -> APIRouter:
         summary="Pause processing (intake keeps accepting)",
         description="Stops this process's workers and puller; pushes are still stored and acknowledged, and pile up as backlog.",
     )
-    async def pause_workers() -> JsonResponse:
+    async def pause_workers(actor: CurrentActor) -> JsonResponse:
+        await asyncio.to_thread(audit_log_repo.record_alone, runtime.engine, actor, "workers.pause", "workers", after={"workers": False})
         await runtime.stop_workers()
         return JsonResponse({"workers": runtime.workers_running})
 
     @router.post("/workers/resume", tags=["operations"], summary="Resume processing; the backlog drains")
-    async def resume_workers() -> JsonResponse:
+    async def resume_workers(actor: CurrentActor) -> JsonResponse:
+        await asyncio.to_thread(audit_log_repo.record_alone, runtime.engine, actor, "workers.resume", "workers", after={"workers": True})
         runtime.start_workers()
         runtime.notify_work()
         return JsonResponse({"workers": runtime.workers_running})

@@ -8,6 +8,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+# The old `actor` / `author` body fields, kept for compatibility (docs/security.md).
+ACTOR_NOTE = "ignored for users: the login is who acts; an API key may name the person it acts for (recorded as key:<name>/<actor>)"
+
+
 class Error(BaseModel):
     code: str = Field(description="stable error code, e.g. signature_invalid, not_found")
     message: str
@@ -159,7 +163,7 @@ class ChannelStatus(BaseModel):
 
 class OrderAction(BaseModel):
     reason: str = Field(description="why (kept in the order's event log)", min_length=1)
-    actor: str = Field("api", description="who (until logins exist, the caller names itself)", max_length=64)
+    actor: str = Field("api", description=ACTOR_NOTE, max_length=64)
     version: int | None = Field(None, description="the order version you saw; 409 `conflict` if it changed since")
 
 
@@ -177,7 +181,7 @@ class AddressEdit(OrderAction):
 class MergeRequest(BaseModel):
     order_ids: list[str] = Field(min_length=2)
     reason: str = Field(min_length=1)
-    actor: str = Field("api", max_length=64)
+    actor: str = Field("api", description=ACTOR_NOTE, max_length=64)
 
 
 class ActionResult(BaseModel):
@@ -205,30 +209,30 @@ class StockAdjust(BaseModel):
     warehouse: str
     delta: int = Field(description="units received (+) or written off (−)")
     reason: str = Field(min_length=1)
-    actor: str = Field("api", max_length=64)
+    actor: str = Field("api", description=ACTOR_NOTE, max_length=64)
 
 
 class SafetyStock(BaseModel):
     warehouse: str
     safety: int = Field(ge=0)
-    actor: str = Field("api", max_length=64)
+    actor: str = Field("api", description=ACTOR_NOTE, max_length=64)
 
 
 class RuleDraft(BaseModel):
     content: dict[str, Any] = Field(description="a GoRules JDM graph (what @gorules/jdm-editor edits)")
     note: str | None = None
-    author: str = Field("api", max_length=64)
+    author: str = Field("api", description=ACTOR_NOTE, max_length=64)
 
 
 class RulePublish(BaseModel):
     note: str | None = None
-    author: str = Field("api", max_length=64)
+    author: str = Field("api", description=ACTOR_NOTE, max_length=64)
     version: int | None = Field(None, description="publish this stored version instead of the latest draft (rollback to it)")
 
 
 class RuleSwitch(BaseModel):
     enabled: bool
-    author: str = Field("api", max_length=64)
+    author: str = Field("api", description=ACTOR_NOTE, max_length=64)
 
 
 class DryRun(BaseModel):

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from orderhub.entrypoints.api import schemas
+from orderhub.entrypoints.api.auth import acting, pii_view
 from orderhub.entrypoints.api.responses import JsonResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -24,7 +25,7 @@ _PUSH_ERRORS: dict[int | str, dict[str, Any]] = {400: {"model": schemas.Error}, 
 
 class TicketClose(BaseModel):
     reason: str = Field(description="why (kept on the ticket and in the order's event log)", min_length=1)
-    actor: str = Field("api", description="who (until logins exist, the caller names itself)", max_length=64)
+    actor: str = Field("api", description=schemas.ACTOR_NOTE, max_length=64)
 
 
 def build_tracking_router(runtime: Any) -> APIRouter:
@@ -72,18 +73,19 @@ def build_tracking_router(runtime: Any) -> APIRouter:
 
     @router.get("/tickets", tags=["tracking"], responses=ERRORS, summary="Exception tickets (stalled parcels, carrier exceptions), newest first")
     async def list_tickets(
+        request: Request,
         status: Annotated[str | None, Query(description="open | closed")] = None,
         kind: Annotated[str | None, Query(description="e.g. stall_in_transit_48h, stall_no_first_scan, scan_after_ship, parcel_lost")] = None,
         order_id: str | None = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         before_id: Annotated[int | None, Query(description="the next page: next_before_id of the previous one")] = None,
     ) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(
-            tracker.list_tickets, status=status, kind=kind, order_id=order_id, limit=limit, before_id=before_id))
+        page = await asyncio.to_thread(tracker.list_tickets, status=status, kind=kind, order_id=order_id, limit=limit, before_id=before_id)
+        return JsonResponse({**page, "items": pii_view(request, page["items"])})
 
     @router.post("/tickets/{ticket_id}/close", tags=["tracking"], responses=ERRORS, summary="Close a ticket by hand",
                  description="409 `conflict` if it is already closed. The order's warning tags go when no ticket of theirs is open.")
-    async def close_ticket(ticket_id: int, body: TicketClose) -> JsonResponse:
-        return JsonResponse(await asyncio.to_thread(tracker.close_ticket, ticket_id, body.actor, body.reason))
+    async def close_ticket(ticket_id: int, body: TicketClose, request: Request) -> JsonResponse:
+        return JsonResponse(await asyncio.to_thread(tracker.close_ticket, ticket_id, acting(request, body.actor), body.reason))
 
     return router
