@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean console browser
 
 install: $(STAMP)
 
@@ -14,18 +14,44 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-run: install
+run: install console
 	$(BIN)/orderhub serve --demo
+
+# The web console (console/, React + Vite) is built into the Python package, which serves it at /.
+# Rebuilt only when the build is missing or older than a console source; npm ci only when the lock changed.
+CONSOLE_DIST := src/orderhub/entrypoints/api/console_dist
+CONSOLE_SOURCES := $(shell find console/src -type f 2>/dev/null) $(wildcard console/index.html console/vite.config.ts console/tsconfig.json console/package.json)
+NODE_STAMP := console/node_modules/.installed
+
+console: $(CONSOLE_DIST)/index.html
+
+$(NODE_STAMP): console/package-lock.json
+	cd console && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(CONSOLE_DIST)/index.html: $(NODE_STAMP) $(CONSOLE_SOURCES)
+	cd console && npm run build --silent
+
+# The browser tests drive Debian's chromium (never a browser Playwright downloads) with a CJK font.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_PACKAGES := chromium fonts-noto-cjk
+
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list :lang=zh 2>/dev/null | grep -q .; then \
+		export DEBIAN_FRONTEND=noninteractive; \
+		$(SUDO) apt-get install -y --no-install-recommends $(BROWSER_PACKAGES) \
+		|| { $(SUDO) apt-get update && $(SUDO) apt-get install -y --no-install-recommends $(BROWSER_PACKAGES); }; \
+	fi
 
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 
-test: lint
+test: lint console browser
 	$(BIN)/pytest
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) data .pytest_cache
+	rm -rf $(VENV) data .pytest_cache console/node_modules $(CONSOLE_DIST)
