@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean console browser
+.PHONY: install run test lint bench bench-pages clean console browser
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ test: lint console browser
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# the console's API calls with 100,000 orders in the database (both backends)
+bench-pages: install
+	$(BIN)/python bench/pages.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache console/node_modules $(CONSOLE_DIST)

@@ -321,3 +321,15 @@ async def test_the_relay_delivers_every_channel_through_the_real_senders(engine,
     assert verify("erp-secret", headers["x-orderhub-timestamp"], body, headers["x-orderhub-signature"])
     assert orjson.loads(body)["event"] == "shipped"
     assert [e["kind"] for e in events_of(engine, oid)] == ["notified"] * 6
+
+
+async def test_cs_reads_what_was_sent_about_an_order_without_outbox_access_and_without_the_phone(engine, vault, api):
+    oid = add_order(engine, vault, "4951234567890123456")
+    notify(engine, Notifier(engine, recipients=ROUTES, shop_names=SHOPS), oid, "shipped", audience=("buyer", "integrations"))
+    cs = user_headers(engine, "cs-zhou", "cs")
+    response = await api.get(f"/api/v1/orders/{oid}/notifications", headers=cs)
+    assert response.status_code == 200, response.text
+    [sms] = response.json()["items"]  # the integration's webhook is not a notification to a person
+    assert (sms["channel"], sms["template"], sms["status"]) == ("sms", "shipped", "pending")
+    assert sms["body"].startswith("【测试旗舰店】亲，您在抖店购买的订单4951234567890123456已发货") and sms["created_at"].endswith("+08:00")
+    assert PHONE not in response.text and "sealed" not in response.text

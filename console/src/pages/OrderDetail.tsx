@@ -45,7 +45,7 @@ export default function OrderDetail() {
   const tracking = useApi((signal) => api(`/orders/${id}/tracking`, { signal }), [id, order.data?.version]);
   const customerId = order.data?.customer?.id;
   const customer = useApi((signal) => (customerId ? api(`/customers/${customerId}`, { signal }) : Promise.resolve(null)), [customerId]);
-  const notices = useApi((signal) => api('/outbox', { query: { order_id: id, kind: 'notify', limit: 50 }, signal }), [id, order.data?.version]);
+  const notices = useApi((signal) => api(`/orders/${encodeURIComponent(id)}/notifications`, { signal }), [id, order.data?.version]);
   const interceptions = useApi((signal) => api('/interceptions', { query: { order_id: id, limit: 20 }, signal }), [id, order.data?.version]);
 
   if (order.error) return <ErrorState error={order.error} onRetry={order.reload} />;
@@ -221,7 +221,8 @@ export default function OrderDetail() {
               <List size="small" dataSource={page.items} renderItem={(m: any) => (
                 <List.Item>
                   <Space direction="vertical" size={0}>
-                    <span>{m.kind} → {m.endpoint} <Tag color={m.status === 'sent' ? 'green' : m.status === 'dead' ? 'red' : 'default'}>{label('outbox', m.status)}</Tag></span>
+                    <span>{m.channel} → {m.target} · {m.template} <Tag color={m.status === 'sent' ? 'green' : m.status === 'dead' ? 'red' : 'default'}>{label('outbox', m.status)}</Tag></span>
+                    {m.body ? <Typography.Text>{m.body}</Typography.Text> : null}
                     <Typography.Text type="secondary">{time(m.sent_at ?? m.created_at)}{m.last_error ? ` · ${m.last_error}` : ''}</Typography.Text>
                   </Space>
                 </List.Item>

@@ -102,6 +102,7 @@ POLICY: dict[tuple[str, str], Permission | Access] = {
     ("GET", "/api/v1/tickets"): P.ORDERS_READ,
     ("POST", "/api/v1/tickets/{ticket_id}/close"): P.TRACKING_WRITE,
     # notification templates
+    ("GET", "/api/v1/orders/{order_id}/notifications"): P.ORDERS_READ,
     ("GET", "/api/v1/notification-templates"): P.TEMPLATES_READ,
     ("PUT", "/api/v1/notification-templates/{name}/{channel}"): P.TEMPLATES_WRITE,
     ("POST", "/api/v1/notification-templates/{name}/{channel}/preview"): P.TEMPLATES_READ,

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
-from orderhub.adapters.db import queries
+from orderhub.adapters.db import outbox_repo, queries
 from orderhub.bootstrap import Runtime
 from orderhub.entrypoints.api import schemas
-from orderhub.entrypoints.api.auth import acting
+from orderhub.entrypoints.api.auth import acting, pii_view
 from orderhub.entrypoints.api.responses import JsonResponse
 from orderhub.services import notifications
 
@@ -36,6 +36,25 @@ def build_notification_router(runtime: Runtime) -> APIRouter:
 
     def shop_names() -> dict[tuple[str, str], str]:
         return {(shop.channel, shop.shop_id): shop.name for shop in runtime.shops.all()}
+
+    @router.get("/orders/{order_id}/notifications", summary="What was sent (or is waiting) about one order, newest first",
+                description="The order's notification messages from the outbox: channel, template, target, the rendered text, "
+                            "status and error. For CS answering \"what did we tell the buyer?\" (needs orders:read, not outbox access).")
+    async def order_notifications(order_id: str, request: Request) -> JsonResponse:
+        def run() -> list[dict[str, Any]]:
+            with engine.connect().execution_options(readonly=True) as conn:
+                return outbox_repo.list_messages(conn, kind="notify", order_id=order_id, limit=200, with_payload=True)
+
+        items = []
+        for m in await asyncio.to_thread(run):
+            payload = m.get("payload") or {}
+            items.append({
+                "id": m["id"], "channel": m["kind"].removeprefix("notify."), "template": payload.get("template"),
+                "target": payload.get("target"), "subject": payload.get("subject"), "body": payload.get("body"),
+                "status": m["status"], "attempts": m["attempts"], "last_error": m["last_error"],
+                "created_at": queries.local(m["created_at"]), "sent_at": queries.local(m["sent_at"]),
+            })
+        return JsonResponse({"items": pii_view(request, items)})
 
     @router.get("/notification-templates", summary="Every notification template with its version")
     async def list_templates() -> JsonResponse:
