@@ -310,6 +310,7 @@ def test_unacknowledged_messages_go_out_again_on_the_next_connection(sim, client
         ws_path(timestamp=int(time.time() * 1000) - 10 * 60 * 1000),  # stale, though correctly signed
         ws_path(client_id="unknown"),
     ],
+    ids=["wrong_secret", "stale", "unknown_client"],  # stable ids: the paths carry the time (parallel runs collect alike)
 )
 def test_bad_or_stale_handshakes_are_refused(client, path):
     with pytest.raises(WebSocketDenialResponse) as info:
