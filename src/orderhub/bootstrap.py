@@ -130,8 +130,8 @@ class Runtime:
         senders["platform.ship"] = ShipSender(self.http, self.shops, adapters=self.channels.sources)
         if self.fulfillment is not None:  # packages, freezes, unfreezes, address changes, cancels
             senders["wms"] = self.fulfillment.http_sender(self.http)
-        if self.tracker.kuaidi100 is not None and self.tracker.kuaidi100.config.callback_url:
-            senders[SUBSCRIBE_KIND] = Kuaidi100Subscriber(self.tracker.kuaidi100, self.http)
+        if self.tracker.subscribing:
+            senders[SUBSCRIBE_KIND] = Kuaidi100Subscriber(self.tracker.kuaidi100, self.http)  # type: ignore[arg-type]
         n = self.settings.notifications
         # notifications register under their full kinds: the relay only claims what it can send
         if n.sms:

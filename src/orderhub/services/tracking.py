@@ -221,11 +221,14 @@ class Tracker:
                                 idempotency_key=f"kd100-subscribe:{carrier}:{waybill_no}"[:64])
         return row.state
 
+    @property
+    def subscribing(self) -> bool:
+        """Kuaidi100 is configured with a callback for its pushes: shipped parcels are subscribed."""
+        return self.kuaidi100 is not None and bool(self.kuaidi100.config.callback_url)
+
     def subscribes(self, carrier: str) -> bool:
         """Parcels tracked by Kuaidi100 subscription: every carrier's, except SF's when SF pushes its routes itself."""
-        if self.kuaidi100 is None or not self.kuaidi100.config.callback_url:
-            return False
-        return not (carrier.upper() == sf.CARRIER and self.sf is not None)
+        return self.subscribing and not (carrier.upper() == sf.CARRIER and self.sf is not None)
 
     async def run_forever(self, stall_check_interval_s: float = 300.0, poll_limit: int = 100) -> None:
         """The background loop: poll silent parcels, then check stalls, every interval (one failure

@@ -43,6 +43,11 @@ COM_BY_CARRIER: dict[str, str] = {
 CARRIER_BY_COM: dict[str, str] = {com: carrier for carrier, com in COM_BY_CARRIER.items()}
 
 
+def company_code(carrier: str) -> str:
+    """Kuaidi100's company code of an OrderHub carrier code (an unknown one passes as its lowercase)."""
+    return COM_BY_CARRIER.get(carrier.upper(), carrier.lower())
+
+
 def sign(text: str) -> str:
     """Kuaidi100 signs everything the same way: upper-case hex MD5."""
     return hashlib.md5(text.encode("utf-8")).hexdigest().upper()
@@ -141,13 +146,13 @@ class Kuaidi100:
         return parse_push(verify_push(body, self.config.salt))
 
     def query_form(self, carrier: str, waybill_no: str) -> dict[str, str]:
-        com = COM_BY_CARRIER.get(carrier.upper(), carrier.lower())
+        com = company_code(carrier)
         # resultv2=4 asks for the 高级状态 statusCode of each scan [U: value from the SDK comments]
         param = orjson.dumps({"com": com, "num": waybill_no, "resultv2": "4"}).decode()
         return {"customer": self.config.customer, "sign": query_sign(param, self.config.key, self.config.customer), "param": param}
 
     def subscribe_form(self, carrier: str, waybill_no: str) -> dict[str, str]:
-        com = COM_BY_CARRIER.get(carrier.upper(), carrier.lower())
+        com = company_code(carrier)
         parameters = {"callbackurl": self.config.callback_url or "", "salt": self.config.salt, "resultv2": "4"}
         param = orjson.dumps({"company": com, "number": waybill_no, "key": self.config.key, "parameters": parameters}).decode()
         return {"schema": "json", "param": param}
@@ -162,17 +167,17 @@ class Kuaidi100:
             response = await http.post(url, data=self.subscribe_form(carrier, waybill_no))
         except httpx.HTTPError as exc:
             raise DeliveryError(f"kuaidi100 subscribe failed: {type(exc).__name__}: {exc}") from None
+        server_trouble = response.status_code >= 500 or response.status_code == 429
         try:
             data = orjson.loads(response.content)
         except orjson.JSONDecodeError:
-            raise DeliveryError(f"kuaidi100 subscribe answered HTTP {response.status_code} without JSON",
-                                retryable=response.status_code >= 500 or response.status_code == 429) from None
-        code = str(data.get("returnCode") or "") if isinstance(data, dict) else ""
+            raise DeliveryError(f"kuaidi100 subscribe answered HTTP {response.status_code} without JSON", retryable=server_trouble) from None
+        data = data if isinstance(data, dict) else {}
+        code = str(data.get("returnCode") or "")
         if code in SUBSCRIBED:
             return {"returnCode": code, "message": data.get("message")}
-        retry = code in RETRY_SUBSCRIBE or response.status_code >= 500 or response.status_code == 429
-        message = data.get("message") if isinstance(data, dict) else None
-        raise DeliveryError(f"kuaidi100 subscribe refused: {code or response.status_code} {message}", retryable=retry)
+        raise DeliveryError(f"kuaidi100 subscribe refused: {code or response.status_code} {data.get('message')}",
+                            retryable=code in RETRY_SUBSCRIBE or server_trouble)
 
     async def query(self, http: httpx.AsyncClient, carrier: str, waybill_no: str) -> CarrierTrack | None:
         """The whole track as Kuaidi100 knows it now; None while it knows nothing of the waybill."""
