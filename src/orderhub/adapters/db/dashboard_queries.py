@@ -2,8 +2,9 @@
 
 Each figure is computed one way for everyone (DESIGN.md §4.9): the day is a calendar day in
 Asia/Shanghai, an order belongs to the day it was paid, and it shipped on time when its first
-`shipped` event came within the shipping SLA of its payment. Every query is bounded by the
-indexed `paid_at` range of the day, so the cost follows the day's volume, not the table's size.
+`shipped` event came within the shipping SLA of its payment. The day's figures are bounded by
+the indexed `paid_at` range of the day, so their cost follows the day's volume, not the table's
+size; the exceptions are every hold open now, whatever day its order was paid.
 """
 
 from __future__ import annotations
@@ -39,13 +40,21 @@ def day_summary(conn: sa.Connection, day: date, now: datetime, ship_sla: timedel
     in_day = sa.and_(orders.c.paid_at >= start, orders.c.paid_at < end)
     hours = [sa.func.sum(sa.case((sa.and_(orders.c.paid_at >= start + timedelta(hours=h), orders.c.paid_at < start + timedelta(hours=h + 1)), 1),
                                  else_=0)) for h in range(24)]
-    per_channel = conn.execute(
-        sa.select(orders.c.channel, sa.func.count(), sa.func.coalesce(sa.func.sum(orders.c.paid), 0), *hours)
-        .where(in_day).group_by(orders.c.channel).order_by(orders.c.channel)
+    # one pass over the day: per channel and status, the orders, their amount and the orders per hour
+    cells = conn.execute(
+        sa.select(orders.c.channel, orders.c.status, sa.func.count(), sa.func.coalesce(sa.func.sum(orders.c.paid), 0), *hours)
+        .where(in_day).group_by(orders.c.channel, orders.c.status)
     ).all()
-    channels = [row[0] for row in per_channel]
-    heatmap = [[i, h, int(row[3 + h] or 0)] for i, row in enumerate(per_channel) for h in range(24) if row[3 + h]]
-    statuses = dict(conn.execute(sa.select(orders.c.status, sa.func.count()).where(in_day).group_by(orders.c.status)).all())
+    channels = sorted({row[0] for row in cells})
+    per_hour: dict[tuple[int, int], int] = {}
+    statuses: dict[str, int] = {}
+    for row in cells:
+        statuses[row[1]] = statuses.get(row[1], 0) + row[2]
+        for h in range(24):
+            if row[4 + h]:
+                key = (channels.index(row[0]), h)
+                per_hour[key] = per_hour.get(key, 0) + int(row[4 + h])
+    heatmap = [[i, h, n] for (i, h), n in sorted(per_hour.items())]
     paid = sum(statuses.values())
     funnel = [{"stage": stage, "count": paid if not reached else sum(n for s, n in statuses.items() if s in reached)}
               for stage, reached in FUNNEL]
@@ -60,7 +69,7 @@ def day_summary(conn: sa.Connection, day: date, now: datetime, ship_sla: timedel
         "ship_sla_hours": ship_sla.total_seconds() / 3600,
         "totals": {
             "orders": paid,
-            "amount_fen": int(sum(row[2] for row in per_channel)),
+            "amount_fen": int(sum(row[3] for row in cells)),
             "cancelled": sum(n for s, n in statuses.items() if s in _GONE),
             "by_status": dict(sorted(statuses.items())),
         },
