@@ -4,7 +4,6 @@ callback signed with the salt given at subscription."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI
 
 from auth_helpers import secured_app
@@ -28,7 +26,7 @@ from orderhub.entrypoints.api.tracking_routes import build_tracking_router
 from orderhub.services.rules import RuleBook
 from orderhub.services.tracking import Tracker, default_stall_rules
 from orderhub.simulator.carriers import DEMO_KUAIDI100, DEMO_SF, CarrierSim, make_control_router, make_router
-from servers import QuietServer, listening_socket
+from servers import serve_app
 
 SHIPPED = datetime(2025, 3, 18, 2, 12, tzinfo=UTC)
 
@@ -60,15 +58,6 @@ class World:
             return conn.execute(sa.select(sa.func.count()).select_from(tracking_events).where(tracking_events.c.waybill_no == waybill)).scalar_one()
 
 
-async def _serve(app: FastAPI) -> tuple[QuietServer, asyncio.Task[None], str]:
-    sock = listening_socket(64)
-    server = QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        await asyncio.sleep(0.01)
-    return server, task, f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
 @pytest.fixture
 async def world(database_url: str) -> AsyncIterator[World]:
     migrate.upgrade(database_url)
@@ -80,20 +69,19 @@ async def world(database_url: str) -> AsyncIterator[World]:
         sim_app = FastAPI()
         sim_app.include_router(make_router(sim))
         sim_app.include_router(make_control_router(sim, lambda: http), prefix="/_sim/carriers")
-        sim_server = await _serve(sim_app)
-        sf = Sf(SfConfig(DEMO_SF["checkword"], DEMO_SF["partner_id"], base_url=f"{sim_server[2]}/sf"))
+        sim_server = await serve_app(sim_app)
+        sf = Sf(SfConfig(DEMO_SF["checkword"], DEMO_SF["partner_id"], base_url=f"{sim_server.url}/sf"))
         tracker = Tracker(engine, rules, http=http, sf=sf)
-        hub_server = await _serve(secured_app(engine, build_tracking_router(SimpleNamespace(engine=engine, tracker=tracker))))
+        hub_server = await serve_app(secured_app(engine, build_tracking_router(SimpleNamespace(engine=engine, tracker=tracker))))
         # the callback is OrderHub's own URL, known once it listens
-        kd100 = Kuaidi100(Kuaidi100Config(**DEMO_KUAIDI100, base_url=f"{sim_server[2]}/kuaidi100",
-                                          callback_url=f"{hub_server[2]}/api/v1/webhooks/carriers/kuaidi100"))
+        kd100 = Kuaidi100(Kuaidi100Config(**DEMO_KUAIDI100, base_url=f"{sim_server.url}/kuaidi100",
+                                          callback_url=f"{hub_server.url}/api/v1/webhooks/carriers/kuaidi100"))
         tracker.kuaidi100 = kd100
         try:
             yield World(engine, tracker, sim, http, Kuaidi100Subscriber(kd100, http))
         finally:
-            for server, task, _ in (hub_server, sim_server):
-                server.should_exit = True
-                await task
+            for served in (hub_server, sim_server):
+                await served.stop()
     engine.dispose()
 
 

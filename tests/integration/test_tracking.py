@@ -3,10 +3,7 @@ tracking routes, OrderHub polls their query APIs, and the stall rules open ticke
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -14,10 +11,10 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI
 
 from auth_helpers import secured_app, user_headers
+from servers import serve_app
 
 from orderhub.adapters.carriers.kuaidi100 import Kuaidi100, Kuaidi100Config
 from orderhub.adapters.carriers.sf import Sf, SfConfig
@@ -44,27 +41,6 @@ class Clock:
 
     def utc(self) -> datetime:
         return datetime.fromtimestamp(self.unix, UTC)
-
-
-class _QuietServer(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-async def _serve(app: FastAPI) -> tuple[_QuietServer, asyncio.Task[None], socket.socket, str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    sock.setblocking(False)
-    server = _QuietServer(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    return server, task, sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 class World:
@@ -126,22 +102,20 @@ async def world(database_url: str) -> AsyncIterator[World]:
         sim_app = FastAPI()
         sim_app.include_router(make_router(sim))
         sim_app.include_router(make_control_router(sim, lambda: http), prefix="/_sim/carriers")
-        sim_server = await _serve(sim_app)
+        sim_server = await serve_app(sim_app)
         tracker = Tracker(
             engine, rules, http=http, poll_after=timedelta(hours=6), clock=clock.utc,
-            kuaidi100=Kuaidi100(Kuaidi100Config(**DEMO_KUAIDI100, base_url=f"{sim_server[3]}/kuaidi100")),
-            sf=Sf(SfConfig(DEMO_SF["checkword"], DEMO_SF["partner_id"], base_url=f"{sim_server[3]}/sf")),
+            kuaidi100=Kuaidi100(Kuaidi100Config(**DEMO_KUAIDI100, base_url=f"{sim_server.url}/kuaidi100")),
+            sf=Sf(SfConfig(DEMO_SF["checkword"], DEMO_SF["partner_id"], base_url=f"{sim_server.url}/sf")),
             on_stall=lambda conn, order_id, code, reason: stalls.append((order_id, code, reason)),
         )
         hub_app = secured_app(engine, build_tracking_router(SimpleNamespace(engine=engine, tracker=tracker)))
-        hub_server = await _serve(hub_app)
+        hub_server = await serve_app(hub_app)
         try:
-            yield World(engine, tracker, sim, clock, http, hub_server[3], sim_server[3], stalls)
+            yield World(engine, tracker, sim, clock, http, hub_server.url, sim_server.url, stalls)
         finally:
-            for server, task, sock, _ in (hub_server, sim_server):
-                server.should_exit = True
-                await asyncio.wait_for(task, timeout=10)
-                sock.close()
+            for served in (hub_server, sim_server):
+                await served.stop()
             engine.dispose()
 
 
