@@ -132,3 +132,44 @@ export function upload<T = any>(path: string, form: FormData, onProgress: (perce
     xhr.send(form);
   });
 }
+
+/** A long operation (GET /jobs/{kind}/{id}): its progress, then its report or its error. */
+export interface Job<R = any> {
+  id: number;
+  kind: 'backtest' | 'import';
+  state: 'running' | 'done' | 'failed';
+  done: number;
+  total: number | null;
+  percent: number;
+  counts: { orders: number | null; processed: number; stored: number; quarantined: number } | null;
+  result: R | null;
+  error: { code: string; message: string; field: string | null } | null;
+  created_at: string;
+  updated_at: string;
+  finished_at: string | null;
+}
+
+export const JOB_POLL_MS = 500;
+
+/** Polls a job every JOB_POLL_MS until it is done (resolves with it) or failed (rejects with its
+ * error as an ApiError, so the page shows the code's message like any other API error). */
+export async function followJob<R = any>(job: Job<R>, onUpdate: (job: Job<R>) => void, signal?: AbortSignal): Promise<Job<R>> {
+  let current = job;
+  onUpdate(current);
+  while (current.state === 'running') {
+    await new Promise<void>((resolve, reject) => {
+      const timer = window.setTimeout(resolve, JOB_POLL_MS);
+      signal?.addEventListener('abort', () => {
+        window.clearTimeout(timer);
+        reject(new DOMException('aborted', 'AbortError'));
+      }, { once: true });
+    });
+    current = await api<Job<R>>(`/jobs/${current.kind}/${current.id}`, { signal });
+    onUpdate(current);
+  }
+  if (current.state === 'failed') {
+    const e = current.error ?? { code: 'job_failed', message: '', field: null };
+    throw new ApiError(200, e.code, e.message, e.field, current);
+  }
+  return current;
+}

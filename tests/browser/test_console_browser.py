@@ -140,11 +140,20 @@ def test_ops_edits_a_rule_in_the_jdm_editor_dry_runs_and_publishes_it(visit, con
     source.wait_for()
     assert '"priority-input"' in source.inner_text().replace("\xa0", " ")
 
+    # the back-test is a job on the server: the bar is its real progress, polled until 100 %, then the report
     page.get_by_role("tab", name="回测").click()
     page.get_by_test_id("backtest-run").click()
+    bar = page.get_by_test_id("backtest-progress")
+    bar.wait_for()
+    page.locator("[data-testid=backtest-progress][data-percent='100']").wait_for(timeout=60_000)
+    assert bar.locator(".ant-progress-text").inner_text() == "100%"
     report = page.get_by_test_id("backtest-report")
-    report.wait_for(timeout=60_000)
+    report.wait_for()
     assert "回放订单" in report.inner_text()
+    replayed = int(report.locator(".ant-descriptions-item-content").first.inner_text())
+    assert f"已回放 {replayed} / {replayed} 单" in bar.inner_text()
+    assert any("/api/v1/rules/priority/backtest-jobs" in url for url in seen.requests)
+    assert any(re.search(r"/api/v1/jobs/backtest/\d+$", url) for url in seen.requests)
 
     page.get_by_test_id("rules-note").fill("VIP5 优先级 30（浏览器测试）")
     page.get_by_test_id("rules-save").click()
@@ -301,5 +310,8 @@ def test_ops_imports_a_store_export_and_sees_the_report(visit, console, tmp_path
     dialog.get_by_role("button", name="开始导入").click()
     done = dialog.get_by_text(re.compile(r"已读取 \d+ 行，12 个订单"))
     done.wait_for()
+    # then the pipeline's processing of those orders (the import job), to its report
+    dialog.locator("[data-testid=import-progress][data-percent='100']").wait_for(timeout=60_000)
+    assert "处理完成：12 单，入库 12，隔离 0" in dialog.get_by_test_id("import-progress").inner_text()
     first_no = next(csv.DictReader(io.StringIO(export.read_text(encoding="utf-8"))))["单号"]
     console.wait_for("imported order", lambda: console.get("ops", "/orders", q=first_no, channel="pos")["items"], timeout=30)

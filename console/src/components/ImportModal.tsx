@@ -1,8 +1,10 @@
-// File import (POS, distributors): upload progress, then the pipeline's report; a rejected file names every bad row.
-import { useState } from 'react';
-import { Alert, Button, Form, Input, Modal, Progress, Select, Upload } from 'antd';
+// File import (POS, distributors): upload progress, then the pipeline's processing of the file's orders
+// (the import job, polled), then the report; a rejected file names every bad row.
+import { useEffect, useRef, useState } from 'react';
+import { Alert, Button, Form, Input, Modal, Progress, Select, Typography, Upload } from 'antd';
 import { UploadOutlined } from '@ant-design/icons';
-import { api, ApiError, upload } from '../api';
+import { Link } from 'react-router-dom';
+import { api, ApiError, followJob, upload, type Job } from '../api';
 import { useApi } from '../hooks';
 import { useI18n } from '../i18n';
 import { CHANNELS } from '../codes';
@@ -14,9 +16,25 @@ export function ImportModal({ onClose }: { onClose: () => void }) {
   const [form] = Form.useForm();
   const [file, setFile] = useState<File | null>(null);
   const [percent, setPercent] = useState<number | null>(null);
-  const [report, setReport] = useState<{ rows: number; orders: number } | null>(null);
+  const [report, setReport] = useState<{ rows: number; orders: number; job_id?: number } | null>(null);
+  const [job, setJob] = useState<Job | null>(null);
+  const [problem, setProblem] = useState<string | null>(null);
   const [rowErrors, setRowErrors] = useState<any[]>([]);
   const mappings = useApi((signal) => api<string[]>('/import-mappings', { signal }), []);
+  const following = useRef<AbortController | null>(null);
+  useEffect(() => () => following.current?.abort(), []); // closing the dialog stops the polling, not the import
+
+  const follow = async (jobId: number) => {
+    const controller = new AbortController();
+    following.current = controller;
+    try {
+      const first = await api<Job>(`/jobs/import/${jobId}`, { signal: controller.signal });
+      await followJob(first, setJob, controller.signal);
+    } catch (err) {
+      if ((err as Error)?.name === 'AbortError') return;
+      setProblem(err instanceof ApiError ? errorText(t, label, err) : String(err));
+    }
+  };
 
   const submit = async () => {
     const values = await form.validateFields().catch(() => null);  // the form shows what is missing
@@ -33,7 +51,9 @@ export function ImportModal({ onClose }: { onClose: () => void }) {
     setPercent(0);
     setRowErrors([]);
     try {
-      setReport(await upload('/imports', data, setPercent));
+      const uploaded = await upload<{ rows: number; orders: number; job_id?: number }>('/imports', data, setPercent);
+      setReport(uploaded);
+      if (uploaded.job_id !== undefined) void follow(uploaded.job_id);
     } catch (err) {
       setPercent(null);
       if (err instanceof ApiError && Array.isArray(err.body?.errors)) setRowErrors(err.body.errors);
@@ -47,7 +67,23 @@ export function ImportModal({ onClose }: { onClose: () => void }) {
       : [<Button key="c" onClick={onClose}>{t('action.cancel')}</Button>,
          <Button key="o" type="primary" loading={percent !== null} onClick={submit}>{t('import.start')}</Button>]}>
       {report ? (
-        <Alert type="success" showIcon message={t('import.done', { rows: report.rows, orders: report.orders })} description={t('import.async')} />
+        <div data-testid="import-report">
+          <Alert type={job?.state === 'done' ? 'success' : 'info'} showIcon message={t('import.done', { rows: report.rows, orders: report.orders })}
+            description={job?.state === 'done' ? undefined : t('import.async')} />
+          {job && job.counts && job.state !== 'failed' && (
+            <div data-testid="import-progress" data-percent={job.percent} style={{ marginTop: 12 }}>
+              <Progress percent={job.percent} status={job.state === 'running' ? 'active' : 'success'} format={(p) => `${p}%`} />
+              <Typography.Text type="secondary">
+                {job.state === 'done' ? t('import.finished', job.counts) : job.counts.processed === 0 ? t('import.waiting') : t('import.progress', job.counts)}
+              </Typography.Text>
+            </div>
+          )}
+          {job?.state === 'done' && (job.counts?.quarantined ?? 0) > 0 && (
+            <Alert style={{ marginTop: 12 }} type="warning" showIcon message={t('import.quarantined')}
+              action={<Link to="/quarantine" onClick={onClose}>{t('nav.quarantine')}</Link>} />
+          )}
+          {problem && <Alert style={{ marginTop: 12 }} type="error" showIcon message={problem} data-testid="import-problem" />}
+        </div>
       ) : (
         <Form form={form} layout="vertical" initialValues={{ channel: 'pos', shop: 'store-01' }}>
           <Form.Item name="mapping" label={t('import.mapping')} rules={[{ required: true, message: t('validation.required') }]}>

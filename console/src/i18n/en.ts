@@ -42,7 +42,10 @@ const en: Record<keyof typeof zh, string> = {
 
   'import.mapping': 'Column mapping', 'import.file': 'File (CSV / XLSX)', 'import.choose': 'Choose file', 'import.start': 'Import',
   'import.fileRequired': 'Choose a file', 'import.processing': 'Processing…', 'import.done': '{rows} rows read, {orders} orders',
-  'import.async': 'The orders are going through processing now and will show in the order list shortly.', 'import.badRows': 'File rejected: {n} rows have problems',
+  'import.async': 'The orders are going through processing now and will show in the order list shortly.',
+  'import.progress': '{processed} / {orders} orders processed: {stored} stored, {quarantined} quarantined',
+  'import.finished': 'Processed: {processed} orders, {stored} stored, {quarantined} quarantined', 'import.quarantined': 'Quarantined orders are in the quarantine with the reason, to replay.',
+  'import.waiting': 'Waiting for processing…', 'import.badRows': 'File rejected: {n} rows have problems',
 
   'order.version': 'version {v}', 'order.lines': 'Lines', 'order.unmapped': 'unmapped', 'order.gift': 'gift', 'order.holds': 'Holds',
   'order.noHolds': 'No holds', 'order.released': 'Released (the rules will not add them back)', 'order.decisions': 'Audit decisions', 'order.ruleVersion': 'Rule version',
@@ -71,7 +74,7 @@ const en: Record<keyof typeof zh, string> = {
   'rules.revert': 'Discard changes', 'rules.discard': 'Discard unsaved changes?', 'rules.failed': 'Failed', 'rules.dryRun': 'Dry run',
   'rules.dryRunOrder': 'Order no. or internal id', 'rules.orderNotFound': 'No such order', 'rules.changes': 'Changes against the live rules',
   'rules.noChange': 'No change', 'rules.liveDecision': 'Live ({v})', 'rules.draftDecision': 'This draft {v}', 'rules.trace': 'Trace',
-  'rules.backtest': 'Back-test', 'rules.lastDays': 'Last days', 'rules.backtestRunning': 'Back-testing… {s} s', 'rules.btOrders': 'Orders replayed',
+  'rules.backtest': 'Back-test', 'rules.lastDays': 'Last days', 'rules.backtestRunning': '{done} / {total} orders replayed, {s} s', 'rules.backtestStarting': 'Preparing the back-test…', 'rules.btOrders': 'Orders replayed',
   'rules.btChanged': 'Orders that would change', 'rules.btLive': 'Against', 'rules.btTruncated': 'Too many orders: only the first part was replayed', 'rules.btKind': 'Change',
   'rules.btCount': 'Orders', 'rules.btChanges': 'Changes', 'rules.diffTab': 'Compare versions', 'rules.compare': 'Compare', 'rules.sameVersions': 'The versions are the same',
   'rules.diffKind': 'Change', 'rules.diff.added': 'added', 'rules.diff.removed': 'removed', 'rules.diff.changed': 'changed', 'rules.ruleId': 'Rule id',
@@ -162,6 +165,7 @@ const en: Record<keyof typeof zh, string> = {
   'error.unknown_mapping': 'No such column mapping', 'error.invalid_file': 'Unreadable file', 'error.unknown_channel': 'Not configured', 'error.fetch_failed': 'Platform call failed',
   'error.signature_invalid': 'Bad signature', 'error.unknown_shop': 'Shop not configured', 'error.no_order_api': 'This channel has no order API',
   'error.network_error': 'Network error', 'error.waybill_unavailable': 'Waybills unavailable', 'error.sku_unmapped': 'SKU unmapped',
+  'error.job_abandoned': 'The job stopped (the server running it went down): start it again', 'error.job_failed': 'The job failed unexpectedly',
 };
 
 export default en;

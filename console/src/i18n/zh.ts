@@ -40,7 +40,9 @@ const zh = {
 
   'import.mapping': '列映射', 'import.file': '文件（CSV / XLSX）', 'import.choose': '选择文件', 'import.start': '开始导入',
   'import.fileRequired': '请选择文件', 'import.processing': '处理中…', 'import.done': '已读取 {rows} 行，{orders} 个订单',
-  'import.async': '订单正在后台进入处理流程，稍后可在订单列表看到。', 'import.badRows': '文件被拒绝：{n} 行有问题',
+  'import.async': '订单正在后台进入处理流程，稍后可在订单列表看到。', 'import.progress': '已处理 {processed} / {orders} 单：入库 {stored}，隔离 {quarantined}',
+  'import.finished': '处理完成：{processed} 单，入库 {stored}，隔离 {quarantined}', 'import.quarantined': '被隔离的订单可在隔离区查看原因并重放。',
+  'import.waiting': '等待处理…', 'import.badRows': '文件被拒绝：{n} 行有问题',
 
   'order.version': '版本 {v}', 'order.lines': '商品明细', 'order.unmapped': '未匹配', 'order.gift': '赠品', 'order.holds': '异常与挂起',
   'order.noHolds': '没有挂起原因', 'order.released': '已放行（规则不会再加回）', 'order.decisions': '审单决策', 'order.ruleVersion': '规则版本',
@@ -69,7 +71,7 @@ const zh = {
   'rules.revert': '放弃修改', 'rules.discard': '有未保存的修改，确定离开？', 'rules.failed': '操作失败', 'rules.dryRun': '试运行',
   'rules.dryRunOrder': '订单号或内部 ID', 'rules.orderNotFound': '找不到这个订单', 'rules.changes': '与线上规则相比的变化',
   'rules.noChange': '没有变化', 'rules.liveDecision': '线上（{v}）', 'rules.draftDecision': '本草稿 {v}', 'rules.trace': '执行轨迹',
-  'rules.backtest': '回测', 'rules.lastDays': '最近天数', 'rules.backtestRunning': '回测中… 已用 {s} 秒', 'rules.btOrders': '回放订单',
+  'rules.backtest': '回测', 'rules.lastDays': '最近天数', 'rules.backtestRunning': '已回放 {done} / {total} 单，用时 {s} 秒', 'rules.backtestStarting': '正在准备回测…', 'rules.btOrders': '回放订单',
   'rules.btChanged': '会变化的订单', 'rules.btLive': '对比线上', 'rules.btTruncated': '订单过多，只回放了前一部分', 'rules.btKind': '变化',
   'rules.btCount': '订单数', 'rules.btChanges': '变化明细', 'rules.diffTab': '版本对比', 'rules.compare': '对比', 'rules.sameVersions': '两个版本相同',
   'rules.diffKind': '变化', 'rules.diff.added': '新增', 'rules.diff.removed': '删除', 'rules.diff.changed': '修改', 'rules.ruleId': '规则 ID',
@@ -160,6 +162,7 @@ const zh = {
   'error.unknown_mapping': '列映射不存在', 'error.invalid_file': '文件无法读取', 'error.unknown_channel': '未配置', 'error.fetch_failed': '调用平台失败',
   'error.signature_invalid': '签名错误', 'error.unknown_shop': '店铺未配置', 'error.no_order_api': '该渠道没有订单接口',
   'error.network_error': '网络错误', 'error.waybill_unavailable': '电子面单暂不可用', 'error.sku_unmapped': '商品未匹配',
+  'error.job_abandoned': '任务已中断（运行它的服务已停止），请重新开始', 'error.job_failed': '任务意外失败',
 } as const;
 
 export default zh;

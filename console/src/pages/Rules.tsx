@@ -6,7 +6,7 @@ import { useEffect, useMemo, useRef, useState } from 'react';
 import { DecisionGraph, JdmConfigProvider, type DecisionGraphType } from '@gorules/jdm-editor';
 import Editor from '@monaco-editor/react';
 import { Alert, App, Button, Card, Col, Descriptions, Empty, Input, InputNumber, Modal, Progress, Row, Select, Space, Switch, Table, Tabs, Tag, Typography } from 'antd';
-import { api, ApiError } from '../api';
+import { api, ApiError, followJob, type Job } from '../api';
 import { useApi } from '../hooks';
 import { useI18n } from '../i18n';
 import { useAuth } from '../auth';
@@ -50,27 +50,41 @@ function ruleIds(content: DecisionGraphType | undefined): { id: string; descript
 function BacktestPanel({ name, content }: { name: string; content: DecisionGraphType | undefined }) {
   const { t, label } = useI18n();
   const [days, setDays] = useState(7);
-  const [running, setRunning] = useState<number | null>(null);
+  const [job, setJob] = useState<Job | null>(null);
+  const [seconds, setSeconds] = useState(0);
   const [report, setReport] = useState<any>(null);
   const [problem, setProblem] = useState<string | null>(null);
+  const [starting, setStarting] = useState(false);
+  const following = useRef<AbortController | null>(null);
+  const running = job?.state === 'running';
 
+  useEffect(() => () => following.current?.abort(), []); // leaving the page stops the polling (the job runs on)
   useEffect(() => {
-    if (running === null) return undefined;
-    // the back-test is one request with no progress feed: the bar shows the time spent, the spinner that it is alive
-    const id = window.setInterval(() => setRunning((s) => (s === null ? null : s + 1)), 1000);
+    if (!running) return undefined;
+    const id = window.setInterval(() => setSeconds((s) => s + 1), 1000);
     return () => window.clearInterval(id);
-  }, [running !== null]); // eslint-disable-line react-hooks/exhaustive-deps
+  }, [running]);
 
   const run = async () => {
-    setRunning(0);
+    following.current?.abort();
+    const controller = new AbortController();
+    following.current = controller;
+    setJob(null);
+    setSeconds(0);
     setReport(null);
     setProblem(null);
+    setStarting(true);
     try {
-      setReport(await api(`/rules/${name}/backtest`, { body: { days, content } }));
+      // a job on the server: the bar is its real progress (orders re-decided), polled every 500 ms
+      const started = await api<Job>(`/rules/${name}/backtest-jobs`, { body: { days, content }, signal: controller.signal });
+      setStarting(false);
+      const done = await followJob(started, setJob, controller.signal);
+      setReport(done.result);
     } catch (err) {
+      if ((err as Error)?.name === 'AbortError') return;
       setProblem(err instanceof ApiError ? errorText(t, label, err) : String(err));
     } finally {
-      setRunning(null);
+      if (following.current === controller) setStarting(false);
     }
   };
 
@@ -78,11 +92,17 @@ function BacktestPanel({ name, content }: { name: string; content: DecisionGraph
     <Space direction="vertical" style={{ width: '100%' }}>
       <Space>
         {t('rules.lastDays')}<InputNumber min={0.1} max={90} value={days} onChange={(v) => setDays(Number(v) || 7)} />
-        <Button type="primary" onClick={run} loading={running !== null} data-testid="backtest-run">{t('rules.backtest')}</Button>
+        <Button type="primary" onClick={run} loading={starting || running} data-testid="backtest-run">{t('rules.backtest')}</Button>
       </Space>
-      {running !== null && <Progress percent={99} status="active" showInfo={false} />}
-      {running !== null && <Typography.Text type="secondary">{t('rules.backtestRunning', { s: running })}</Typography.Text>}
-      {problem && <Alert type="error" showIcon message={problem} />}
+      {job && (running || job.state === 'done') && (
+        <div data-testid="backtest-progress" data-percent={job.percent}>
+          <Progress percent={job.percent} status={running ? 'active' : 'success'} format={(p) => `${p}%`} />
+          <Typography.Text type="secondary">
+            {job.total !== null ? t('rules.backtestRunning', { done: job.done, total: job.total, s: seconds }) : running ? t('rules.backtestStarting') : null}
+          </Typography.Text>
+        </div>
+      )}
+      {problem && <Alert type="error" showIcon message={problem} data-testid="backtest-problem" />}
       {report && (
         <Card size="small" data-testid="backtest-report">
           <Descriptions size="small" column={3}>

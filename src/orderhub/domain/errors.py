@@ -48,6 +48,9 @@ class ErrorCode(StrEnum):
     LAST_ADMIN = "last_admin"  # the last active admin cannot be disabled or demoted
 
 
+    # long operations (services/jobs.py): what a failed job's error says when no other code fits
+    JOB_ABANDONED = "job_abandoned"  # the process running it stopped (no heartbeat): start it again
+    JOB_FAILED = "job_failed"  # an unexpected error ended it; the message names the error
 class OrderHubError(Exception):
     """An error with a stable code, a human message and (optionally) the field at fault."""
 

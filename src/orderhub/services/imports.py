@@ -1,4 +1,5 @@
-"""File import (POS, distributors, exports): a file becomes inbox rows, then normal processing."""
+"""File import (POS, distributors, exports): a file becomes inbox rows, then normal processing,
+followed as an import job (services/jobs.py) until the pipeline has done every row."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import orjson
 import sqlalchemy as sa
 
 from orderhub.adapters.channels.file_import import ColumnMapping, group_orders, mask_file_order, read_table
-from orderhub.adapters.db import audit_log_repo
+from orderhub.adapters.db import audit_log_repo, jobs_repo
 from orderhub.adapters.db.inbox import append_rows
 from orderhub.adapters.db.tables import import_mappings, imports
 from orderhub.domain.access import SYSTEM, Actor
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.services.buyer_pii import BuyerPii
+from orderhub.services.jobs import IMPORT
 
 _ORDERS_PER_ROW = 200
 
@@ -47,8 +49,10 @@ def mapping_names(engine: sa.Engine) -> list[str]:
 
 def import_file(
     engine: sa.Engine, data: bytes, filename: str, mapping_name: str, channel: str, shop_id: str, pii: BuyerPii | None = None,
+    actor: Actor = SYSTEM,
 ) -> dict[str, Any]:
-    """Validate the whole file first (a bad cell rejects the file, naming every bad row), then enqueue.
+    """Validate the whole file first (a bad cell rejects the file, naming every bad row), then enqueue,
+    with the import job that follows the rows through the pipeline (`job_id`).
 
     Buyer names, phones and addresses in files are plaintext: they are sealed and hashed (so the
     buyer is recognised across channels and found by phone last 4), then masked, before anything
@@ -70,10 +74,13 @@ def import_file(
         ).scalar_one()
         chunks = [orders[i : i + _ORDERS_PER_ROW] for i in range(0, len(orders), _ORDERS_PER_ROW)]
         inbox_ids = append_rows(conn, [
-            {"channel": channel, "shop_id": shop_id, "kind": "file", "body": orjson.dumps({"orders": chunk}), "meta": {"import_id": import_id, "filename": filename}}
+            {"channel": channel, "shop_id": shop_id, "kind": "file", "body": orjson.dumps({"orders": chunk}),
+             "meta": {"import_id": import_id, "filename": filename, "orders": len(chunk)}}
             for chunk in chunks
         ])
-    return {"import_id": import_id, "filename": filename, "rows": len(rows), "orders": len(orders), "inbox_ids": inbox_ids}
+        report = {"import_id": import_id, "filename": filename, "rows": len(rows), "orders": len(orders), "inbox_ids": inbox_ids}
+        job_id = jobs_repo.insert(conn, kind=IMPORT, created_by=actor.name, params=report, total=len(inbox_ids), now=now)
+    return {**report, "job_id": job_id}
 
 
 def _plain_buyer(order: dict[str, Any]) -> dict[str, str | None]:

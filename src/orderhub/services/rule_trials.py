@@ -1,5 +1,6 @@
 """Try a rule draft before publishing it: a dry run on one order (the decision and why) and a
-back-test over the last N days of orders (which orders would change, and how)."""
+back-test over the last N days of orders (which orders would change, and how), answered at once
+or run as a job the console follows (services/jobs.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from orderhub.adapters.db import audit_repo
+from orderhub.domain.access import SYSTEM, Actor
 from orderhub.domain.audit import AuditOrder, Decision
 from orderhub.domain.errors import ErrorCode, OrderHubError
+from orderhub.services.jobs import BACKTEST, JobRunner
 from orderhub.services.rules import RuleBook
 
 _CHUNK = 500
@@ -72,14 +75,16 @@ def backtest(
     engine: sa.Engine, rules: RuleBook, name: str, *, days: float = 7, limit: int = 20_000, content: dict[str, Any] | None = None,
     version: int | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Re-decide the last `days` of paid orders with the draft and with the live rules."""
-    if days <= 0 or days > 90:
-        raise OrderHubError(ErrorCode.INVALID_REQUEST, "days must be between 0 and 90", "days")
+    """Re-decide the last `days` of paid orders with the draft and with the live rules;
+    `progress(done, total)` hears of the total first, then after every chunk of orders."""
+    _check_days(days)
     live = rules.live()
     draft = rules.with_draft(name, content, version)
     now = datetime.now(UTC)
     with engine.connect().execution_options(readonly=True) as conn:
         ids = audit_repo.recent_audit_ids(conn, days, limit, now)
+    if progress is not None and ids:  # nothing to replay: no progress to tell
+        progress(0, len(ids))
     counts: Counter[str] = Counter()
     samples: list[dict[str, Any]] = []
     changed = 0
@@ -101,6 +106,26 @@ def backtest(
         "orders": len(ids), "changed": changed, "by_change": dict(sorted(counts.items())), "samples": samples,
         "truncated": len(ids) >= limit,
     }
+
+
+def start_backtest(
+    runner: JobRunner, engine: sa.Engine, rules: RuleBook, name: str, *, days: float = 7, limit: int = 20_000,
+    content: dict[str, Any] | None = None, version: int | None = None, actor: Actor = SYSTEM,
+) -> int:
+    """The back-test as a job: its id at once, the report as the job's result. A draft that does
+    not compile or a set that does not exist fails the job with the code `backtest` would raise."""
+    _check_days(days)
+    params = {"rule_set": name, "days": days, "limit": limit, "version": version, "content": content is not None}
+
+    def work(progress: Callable[[int, int], None]) -> dict[str, Any]:
+        return backtest(engine, rules, name, days=days, limit=limit, content=content, version=version, progress=progress)
+
+    return runner.start(BACKTEST, work, actor=actor, params=params)
+
+
+def _check_days(days: float) -> None:
+    if days <= 0 or days > 90:
+        raise OrderHubError(ErrorCode.INVALID_REQUEST, "days must be between 0 and 90", "days")
 
 
 def _compare(rules: RuleBook, order: AuditOrder, live: Any, draft: Any) -> dict[str, Any]:

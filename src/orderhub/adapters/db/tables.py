@@ -563,3 +563,27 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_actor_id", "actor", "id"),
     sa.Index("ix_audit_log_action_entity_id_at", "action", "entity_id", "at"),
 )
+
+
+# -- long operations the console follows (docs/console.md "Long operations") ---------------------
+
+# One row per back-test or file import: its progress, then its report or its error. A running
+# back-test's process refreshes `updated_at` (progress, heartbeat); a row left running by a process
+# that is gone goes stale and is reported failed (services/jobs.py). An import's progress is read
+# from its inbox rows; the row keeps the final counts.
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # backtest | import
+    sa.Column("state", sa.String(16), nullable=False),  # running | done | failed
+    sa.Column("done", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("total", sa.Integer),  # null until known
+    sa.Column("params", Json),  # what was asked: the rule set and days; the import and its inbox rows
+    sa.Column("result", Json),  # the final report
+    sa.Column("error", Json),  # {code, message, field} of a failed job
+    sa.Column("created_by", sa.String(64), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("finished_at", UtcDateTime),
+)

@@ -81,6 +81,7 @@ POLICY: dict[tuple[str, str], Permission | Access] = {
     ("PUT", "/api/v1/rules/{name}"): P.RULES_WRITE,
     ("POST", "/api/v1/rules/{name}/dry-run"): P.RULES_WRITE,
     ("POST", "/api/v1/rules/{name}/backtest"): P.RULES_WRITE,
+    ("POST", "/api/v1/rules/{name}/backtest-jobs"): P.RULES_WRITE,
     ("POST", "/api/v1/rules/{name}/publish"): P.RULES_PUBLISH,
     ("POST", "/api/v1/rules/{name}/rollback"): P.RULES_PUBLISH,
     ("PUT", "/api/v1/rules/{name}/switches/{rule_id}"): P.RULES_PUBLISH,
@@ -106,6 +107,9 @@ POLICY: dict[tuple[str, str], Permission | Access] = {
     ("GET", "/api/v1/notification-templates"): P.TEMPLATES_READ,
     ("PUT", "/api/v1/notification-templates/{name}/{channel}"): P.TEMPLATES_WRITE,
     ("POST", "/api/v1/notification-templates/{name}/{channel}/preview"): P.TEMPLATES_READ,
+    # long operations: a job is readable by whoever may start its kind (hence one route per kind)
+    ("GET", "/api/v1/jobs/backtest/{job_id}"): P.RULES_WRITE,
+    ("GET", "/api/v1/jobs/import/{job_id}"): P.IMPORTS_WRITE,
     # the outbox
     ("GET", "/api/v1/outbox"): P.OUTBOX_READ,
     ("POST", "/api/v1/outbox/{message_id}/retry"): P.OUTBOX_WRITE,

@@ -14,7 +14,7 @@ from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.entrypoints.api import schemas
 from orderhub.entrypoints.api.auth import acting, pii_view_orders
 from orderhub.entrypoints.api.responses import JsonResponse
-from orderhub.services import order_actions, rule_trials, stock_changes
+from orderhub.services import jobs, order_actions, rule_trials, stock_changes
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": schemas.Error}, 404: {"model": schemas.Error}, 409: {"model": schemas.Error}, 422: {"model": schemas.Error},
@@ -25,6 +25,7 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/api/v1", responses=ERRORS)
     engine = runtime.engine
     rules = runtime.rules
+    runner = jobs.JobRunner(engine)  # back-test jobs of this process
 
     def read(fn: Any, *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -106,10 +107,23 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
         return JsonResponse(await asyncio.to_thread(
             rule_trials.dry_run, engine, rules, name, order_id=body.order_id, order=body.order, content=body.content, version=body.version))
 
-    @router.post("/rules/{name}/backtest", tags=["rules"], summary="Which of the last N days' orders the draft would change")
+    @router.post("/rules/{name}/backtest", tags=["rules"], summary="Which of the last N days' orders the draft would change",
+                 description="Answers when the back-test is done (one request). The console starts it as a job instead "
+                             "(`POST /rules/{name}/backtest-jobs`) to show its progress.")
     async def backtest(name: str, body: schemas.Backtest) -> JsonResponse:
         return JsonResponse(await asyncio.to_thread(
             rule_trials.backtest, engine, rules, name, days=body.days, limit=body.limit, content=body.content, version=body.version))
+
+    @router.post("/rules/{name}/backtest-jobs", tags=["rules"], status_code=202, response_model=schemas.Job,
+                 summary="Start the back-test as a job: 202 with the job at once, progress at GET /jobs/backtest/{job_id}",
+                 description="The same back-test as `POST /rules/{name}/backtest`, run in a worker thread of this process (two at a "
+                             "time; more wait their turn). Follow it at `GET /jobs/backtest/{job_id}`: `done`/`total` orders, `percent`, "
+                             "then `result` (the same report) or `error` (e.g. `rule_invalid`, `not_found` for a set without a draft).")
+    async def start_backtest(name: str, body: schemas.Backtest, request: Request) -> JsonResponse:
+        job_id = await asyncio.to_thread(
+            rule_trials.start_backtest, runner, engine, rules, name, days=body.days, limit=body.limit, content=body.content,
+            version=body.version, actor=acting(request))
+        return JsonResponse(await asyncio.to_thread(jobs.read_job, engine, job_id, jobs.BACKTEST), status_code=202)
 
     @router.post("/rules/{name}/publish", tags=["rules"], summary="Publish the draft (or a stored version): the next audit version",
                  description="Takes effect on the next audit batch, without a restart; orders record the audit version that decided them.")

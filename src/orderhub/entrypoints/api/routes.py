@@ -153,11 +153,12 @@ def build_router(runtime: Runtime) -> APIRouter:
         "/imports",
         tags=["imports"],
         status_code=202,
-        summary="Import orders from a CSV/XLSX file",
+        summary="Import orders from a CSV/XLSX file: 202 with the import job that follows its processing",
         description=(
             "Upload a file with a saved column mapping. The whole file is validated first: a cell that cannot be read "
             "(e.g. an order number that Excel turned into 4.95123E+18) rejects the file with 400 `precision_lost`, and "
-            "`errors` names every bad row. Accepted orders go through the normal pipeline asynchronously."
+            "`errors` names every bad row. Accepted orders go through the normal pipeline asynchronously: follow them at "
+            "`GET /jobs/import/{job_id}` (rows processed, orders stored or quarantined, then the final report)."
         ),
         responses={400: {"model": schemas.Error}},
     )
@@ -165,10 +166,12 @@ def build_router(runtime: Runtime) -> APIRouter:
         file: Annotated[UploadFile, File(description="CSV (UTF-8 or GBK) or XLSX")],
         mapping: Annotated[str, Form(description="name of a saved column mapping")],
         channel: Annotated[str, Form(description="channel code of the orders, e.g. pos, jd")],
+        actor: CurrentActor,
         shop: Annotated[str, Form()] = "default",
     ) -> JsonResponse:
         data = await file.read()
-        report = await asyncio.to_thread(import_service.import_file, runtime.engine, data, file.filename or "upload", mapping, channel, shop, runtime.pii)
+        report = await asyncio.to_thread(
+            import_service.import_file, runtime.engine, data, file.filename or "upload", mapping, channel, shop, runtime.pii, actor)
         runtime.notify_work()
         return JsonResponse(report, status_code=202)
 

@@ -247,3 +247,35 @@ class Backtest(BaseModel):
     limit: int = Field(20_000, ge=1, le=200_000)
     content: dict[str, Any] | None = None
     version: int | None = None
+
+
+class JobError(BaseModel):
+    code: str = Field(description="the error code the operation failed with, e.g. rule_invalid; job_abandoned when its process stopped")
+    message: str
+    field: str | None = None
+
+
+class ImportCounts(BaseModel):
+    orders: int | None = Field(description="orders in the file")
+    processed: int = Field(description="orders the pipeline has processed so far")
+    stored: int = Field(description="processed orders now in the store as the file says (new, updated or already identical)")
+    quarantined: int = Field(description="processed orders kept in quarantine (GET /quarantine says why)")
+
+
+class Job(BaseModel):
+    """A long operation (back-test, file import) and how far it got (docs/console.md, Long operations)."""
+
+    id: int
+    kind: str = Field(description="backtest | import")
+    state: str = Field(description="running | done | failed")
+    done: int = Field(description="back-test: orders re-decided; import: inbox rows (up to 200 orders each) processed")
+    total: int | None = Field(description="what `done` counts up to; null until known")
+    percent: int = Field(description="0–100; 100 once done")
+    counts: ImportCounts | None = Field(description="import: its orders so far; null for a back-test")
+    result: dict[str, Any] | None = Field(description="the report, once done (a back-test's is what POST …/backtest answers)")
+    error: JobError | None = Field(description="why it failed, once failed")
+    params: dict[str, Any] = Field(description="what was asked (back-test: rule set, days, limit; import: import id, file, rows, orders)")
+    created_by: str
+    created_at: str
+    updated_at: str = Field(description="last progress or heartbeat; a running job silent for 60 s is reported failed (job_abandoned)")
+    finished_at: str | None
