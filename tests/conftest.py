@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -87,3 +89,46 @@ def postgres_url(postgres_admin: str) -> Iterator[str]:
         yield url
     finally:
         drop_pg_database(postgres_admin, url)
+
+
+# -- brokers of scaled mode (NATS JetStream, Redis Streams): the machine's shared services ---------
+
+NATS_URL = os.environ.get("ORDERHUB_TEST_NATS", "nats://127.0.0.1:4222")
+REDIS_URL = os.environ.get("ORDERHUB_TEST_REDIS", "redis://127.0.0.1:6379")
+_START_BROKER = {
+    "nats": ["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/nats-server", "--",
+             "-a", "127.0.0.1", "-p", "4222", "-js", "-sd", "/var/lib/nats-server", "-l", "/var/log/nats-server.log"],
+    "redis": ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379", "--save", "",
+              "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"],
+}
+
+
+def _port_open(url: str) -> bool:
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _broker(kind: str, url: str) -> str:
+    if not _port_open(url):
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(_START_BROKER[kind], capture_output=True, timeout=30)
+        for _ in range(50):
+            if _port_open(url):
+                break
+            time.sleep(0.1)
+        else:
+            _unavailable(f"{kind} is not reachable at {url}")
+    return url
+
+
+@pytest.fixture(params=["nats", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> str:
+    """The machine's NATS JetStream and Redis, each in turn (tests isolate themselves by prefix)."""
+    return _broker(request.param, NATS_URL if request.param == "nats" else REDIS_URL)

@@ -14,7 +14,9 @@ from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
 from orderhub.adapters.channels.ship_writeback import ShipSender
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
-from orderhub.adapters.db.inbox import InboxWriter
+from orderhub.adapters.db.inbox import InboxWriter, backlog
+from orderhub.adapters.broker.transport import Transport, transport_for
+from orderhub.adapters.broker.writer import BrokerWriter
 from orderhub.adapters.pii_crypto import PiiVault
 from orderhub.adapters.carriers.kuaidi100 import SUBSCRIBE_KIND, Kuaidi100, Kuaidi100Config, Kuaidi100Subscriber
 from orderhub.adapters.carriers.sf import Sf, SfConfig
@@ -27,6 +29,8 @@ from orderhub.adapters.webhooks import WebhookSender
 from orderhub.adapters.wms.stock import HttpWmsStock
 from orderhub.config import Settings
 from orderhub.services.audit import Auditor
+from orderhub.services.broker_worker import BrokerWorker
+from orderhub.services.switches import LagWatcher, Switches
 from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.fulfillment import Fulfillment, WmsConfig
@@ -68,11 +72,21 @@ class Runtime:
         self.vault = PiiVault.from_config(settings.pii_key, settings.hash_key, settings.data_dir)
         self.monitor = ChannelMonitor(self.shops)
         self.pii = BuyerPii(self.vault, self.shops, self.channels, self.http)
-        self.writer = InboxWriter(self.engine, on_commit=self._notify)
+        # embedded mode keeps raw messages in the database inbox; scaled mode in the broker (docs/scaling.md)
+        self.transport: Transport | None = None
+        self.writer: InboxWriter | BrokerWriter
+        if settings.broker_url:
+            b = settings.broker
+            self.transport = transport_for(settings.broker_url, b.partitions, prefix=b.prefix, batch_size=b.batch_size, redeliver_s=b.redeliver_s)
+            self.writer = BrokerWriter(self.transport, self.channels.parser)
+        else:
+            self.writer = InboxWriter(self.engine, on_commit=self._notify)
+        self.switches = Switches(self.engine)
         self.intake = Intake(self.writer, self.shops, self.channels, self.monitor)
         self.processor = Processor(
             self.engine, self.shops, self.channels, self.http,
             batch_size=settings.batch_size, max_attempts=settings.max_attempts, pii=self.pii, monitor=self.monitor,
+            lease=timedelta(seconds=settings.inbox_lease_s),
         )
         self.puller = Puller(
             self.engine, self.channels, self.http,
@@ -106,6 +120,8 @@ class Runtime:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_tasks: list[asyncio.Task[None]] = []
+        self._duty_tasks: list[asyncio.Task[None]] = []
+        self.broker_worker: BrokerWorker | None = None
         self.workers_running = False
 
     def _fulfillment(self) -> Fulfillment | None:
@@ -160,6 +176,8 @@ class Runtime:
         self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.rules.ensure_defaults)
         await asyncio.to_thread(seed_templates, self.engine)
+        if self.transport is not None:
+            await self.transport.start()
         self.writer.start()
         if streams:
             self.start_streams()
@@ -196,23 +214,63 @@ class Runtime:
         if self.workers_running:
             return
         self.workers_running = True
+        # the inbox sweep: new rows in embedded mode; in scaled mode retries, pulls, imports, replays
+        # and rows a crashed worker had leased
         self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
         if self.settings.audit:
             self._tasks.append(asyncio.create_task(self._audit_loop(), name="orderhub-audit"))
-        self._tasks.append(asyncio.create_task(self._pull_loop(), name="orderhub-puller"))
-        self._tasks.append(asyncio.create_task(self.stock_sync.run_forever(self.settings.stock_sync.interval_s), name="orderhub-stock-sync"))
         self._tasks.append(asyncio.create_task(self.relay.run_forever(wake=self.outbox_wake), name="orderhub-outbox-relay"))
-        self._tasks.append(asyncio.create_task(self.tracker.run_forever(self.settings.tracking.stall_check_interval_s), name="orderhub-tracking"))
         if self.fulfillment is not None:
             # freezes get a relay lane of their own: they never wait behind a round of package sends
             lane = self.fulfillment.run_freeze_lane(self.fulfillment.http_sender(self.http))
             self._tasks.append(asyncio.create_task(lane, name="orderhub-freeze-lane"))
-            reconcile = self.fulfillment.run_forever(self.settings.fulfillment.reconcile_interval_s)
-            self._tasks.append(asyncio.create_task(reconcile, name="orderhub-fulfillment-reconcile"))
+        if self.transport is None:
+            self._start_duties()  # embedded: this process is the whole fleet
+        else:
+            b = self.settings.broker
+            self.broker_worker = BrokerWorker(
+                self.engine, self.transport, self.processor, lease_s=b.lease_s, max_deliveries=b.max_deliveries,
+                on_batch=self._audit_wake.set, on_duty=self._on_duty,
+            )
+            self._tasks.append(asyncio.create_task(self.broker_worker.run(), name="orderhub-broker-worker"))
+
+    def _on_duty(self, held: bool) -> None:
+        """Scaled mode: one worker of the fleet (the lease holder) runs the singleton duties."""
+        if held:
+            self._start_duties()
+        else:
+            tasks, self._duty_tasks = self._duty_tasks, []
+            for task in tasks:
+                task.cancel()
+
+    def _start_duties(self) -> None:
+        """Work that one process of the fleet does: pulls, stock sync, tracking sweeps, WMS
+        reconciliation and the lag watcher that flips the degradation switches."""
+        if self._duty_tasks:
+            return
+        duties = [
+            (self._pull_loop(), "orderhub-puller"),
+            (self.stock_sync.run_forever(self.settings.stock_sync.interval_s), "orderhub-stock-sync"),
+            (self.tracker.run_forever(self.settings.tracking.stall_check_interval_s,
+                                      defer_polls=lambda: self.switches.is_on("defer_tracking_polls")), "orderhub-tracking"),
+            (LagWatcher(self.switches, self.lag, self.settings.degrade.lag_threshold).run_forever(self.settings.degrade.check_interval_s),
+             "orderhub-lag-watcher"),
+        ]
+        if self.fulfillment is not None:
+            duties.append((self.fulfillment.run_forever(self.settings.fulfillment.reconcile_interval_s), "orderhub-fulfillment-reconcile"))
+        self._duty_tasks = [asyncio.create_task(coro, name=name) for coro, name in duties]
+
+    async def lag(self) -> int:
+        """Messages accepted and not processed yet: the inbox backlog, plus the broker's in scaled mode."""
+        pending = await asyncio.to_thread(backlog, self.engine)
+        if self.transport is not None:
+            pending += await self.transport.lag()
+        return pending
 
     async def stop_workers(self) -> None:
         self.workers_running = False
-        tasks, self._tasks = self._tasks, []
+        tasks, self._tasks = self._tasks + self._duty_tasks, []
+        self._duty_tasks = []
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -228,6 +286,12 @@ class Runtime:
             with suppress(asyncio.CancelledError, Exception):
                 await task
         self.writer.stop()
+        if self.transport is not None:
+            try:
+                async with asyncio.timeout(10.0):  # a broker that does not answer must not hold the shutdown
+                    await self.transport.stop()
+            except Exception:
+                log.warning("the broker connection did not close cleanly", exc_info=True)
         if self.fulfillment is not None:
             self.fulfillment.close()
         await self.http.aclose()

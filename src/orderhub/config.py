@@ -110,6 +110,26 @@ class OutboxSettings(BaseModel):
     breaker_reset_s: float = 30.0
 
 
+class BrokerSettings(BaseModel):
+    """Scaled mode (docs/scaling.md): set `broker_url` (ORDERHUB_BROKER_URL) and API nodes publish to
+    the broker instead of writing the database inbox; `orderhub worker` processes consume it."""
+
+    partitions: int = 16  # one order's messages always land in one partition, consumed by one worker
+    batch_size: int = 500
+    lease_s: float = 15.0  # a worker that stops renewing loses its partitions after this
+    redeliver_s: float = 30.0  # an unacked message (a crashed worker's) is delivered again after this
+    max_deliveries: int = 8  # a message refused this often while the database answers is dead-lettered
+    prefix: str = "orderhub"  # stream / subject / topic names
+
+
+class DegradeSettings(BaseModel):
+    """Backpressure: past `lag_threshold` unprocessed messages the non-core switches turn on by
+    themselves, and off again below half of it (switches ops set by hand stay as they are)."""
+
+    lag_threshold: int = 50_000
+    check_interval_s: float = 5.0
+
+
 class SmsGatewaySettings(BaseModel):
     url: str
     app_key: str
@@ -157,6 +177,7 @@ class SfSettings(BaseModel):
     checkword: str
     partner_id: str = ""
     base_url: str = "https://bspgw.sf-express.com"
+    monthly_card: str = ""  # 月结卡号: what an interception (EXP_RECE_WANTED_INTERCEPT) charges its extra leg to
 
 
 class CarrierSettings(BaseModel):
@@ -181,6 +202,9 @@ class AuthSettings(BaseModel):
 class Settings(BaseModel):
     data_dir: Path = Path("data")
     database_url: str | None = None
+    broker_url: str | None = None  # nats://… | redis://… | kafka://… : scaled mode; unset: embedded (database inbox)
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    degrade: DegradeSettings = Field(default_factory=DegradeSettings)
     pii_key: str | None = None
     hash_key: str | None = None
     host: str = "127.0.0.1"
@@ -220,6 +244,7 @@ class ConfigError(Exception):
 _ENV = {
     "ORDERHUB_DATA_DIR": "data_dir",
     "ORDERHUB_DATABASE_URL": "database_url",
+    "ORDERHUB_BROKER_URL": "broker_url",
     "ORDERHUB_PII_KEY": "pii_key",
     "ORDERHUB_HASH_KEY": "hash_key",
     "ORDERHUB_HOST": "host",

@@ -30,6 +30,8 @@ class ErrorCode(StrEnum):
     INVALID_CURSOR = "invalid_cursor"
     CONFLICT = "conflict"
     INTAKE_UNAVAILABLE = "intake_unavailable"
+    DEFERRED = "deferred"  # non-core work switched off under load (docs/scaling.md): try again later
+    BROKER_DEAD_LETTER = "broker_dead_letter"  # a broker message no worker could take after N deliveries
     RULE_INVALID = "rule_invalid"
     SKU_UNMAPPED = "sku_unmapped"
     ORDER_STATE = "order_state"  # the order's status does not allow this action
@@ -46,11 +48,11 @@ class ErrorCode(StrEnum):
     USERNAME_TAKEN = "username_taken"
     WEAK_PASSWORD = "weak_password"
     LAST_ADMIN = "last_admin"  # the last active admin cannot be disabled or demoted
-
-
     # long operations (services/jobs.py): what a failed job's error says when no other code fits
     JOB_ABANDONED = "job_abandoned"  # the process running it stopped (no heartbeat): start it again
     JOB_FAILED = "job_failed"  # an unexpected error ended it; the message names the error
+
+
 class OrderHubError(Exception):
     """An error with a stable code, a human message and (optionally) the field at fault."""
 

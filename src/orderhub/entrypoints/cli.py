@@ -65,12 +65,23 @@ def main(verbose: bool) -> None:
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path), help="YAML configuration file.")
 @click.option("--demo", is_flag=True, help="Seed the demo shop and run the platform simulator in this process.")
 @click.option("--demo-rate", default=2.0, show_default=True, help="Simulated orders per second in --demo mode.")
-def serve(host: str | None, port: int | None, config: Path | None, demo: bool, demo_rate: float) -> None:
-    """Run the API, the console and the in-process workers."""
+@click.option("--workers/--no-workers", default=None,
+              help="Run the processing workers in this process (default: yes in embedded mode, no with a broker URL).")
+def serve(host: str | None, port: int | None, config: Path | None, demo: bool, demo_rate: float, workers: bool | None) -> None:
+    """Run the API and the console (and, in embedded mode, the workers)."""
     from orderhub.entrypoints.serve import run_server
 
     settings = _settings(config, host=host, port=port)
-    asyncio.run(run_server(settings, demo=demo, demo_rate=demo_rate))
+    asyncio.run(run_server(settings, demo=demo, demo_rate=demo_rate, workers=workers))
+
+
+@main.command()
+@CONFIG
+def worker(config: Path | None) -> None:
+    """Run a processing node (scaled mode: ORDERHUB_DATABASE_URL and ORDERHUB_BROKER_URL); stop with SIGTERM."""
+    from orderhub.entrypoints.serve import run_worker
+
+    asyncio.run(run_worker(_settings(config)))
 
 
 @main.command()
@@ -211,3 +222,4 @@ def pii_reveal(order_id: str, fields: tuple[str, ...], config: Path | None) -> N
 from orderhub.entrypoints import cli_audit  # noqa: E402,F401
 from orderhub.entrypoints import cli_outbox  # noqa: E402,F401
 from orderhub.entrypoints import cli_users  # noqa: E402,F401
+from orderhub.entrypoints import cli_ops  # noqa: E402,F401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -147,7 +148,11 @@ def seed_demo(runtime: Runtime) -> None:
     imports.import_file(runtime.engine, data, "demo-pos.csv", "pos-default", "pos", "store-01", runtime.pii)
 
 
-async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float = 2.0) -> None:
+async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float = 2.0, workers: bool | None = None) -> None:
+    """Embedded mode (no broker URL): API, console and workers in this one process. Scaled mode: an
+    API node only, unless `workers` asks for them too (`orderhub worker` runs the processing)."""
+    if workers is None:
+        workers = not settings.broker_url
     simulator = None
     if demo:
         from orderhub.simulator.app import Simulator, serve_in_background
@@ -157,7 +162,7 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
     runtime = Runtime(settings)
     if demo:
         seed_demo(runtime)
-    app = create_app(runtime)
+    app = create_app(runtime, workers=workers)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     url = f"http://{settings.host}:{settings.port}"
@@ -169,6 +174,9 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
         simulator.sim.wms.flow.configure({"callback_url": f"{url}/api/v1/webhooks/wms/{DEMO_WMS_NAME}"})
     click.echo(f"OrderHub 订单中枢 is running at {url}  (API docs: {url}/api/v1/docs)")
     click.echo(f"database: {runtime.engine.url.render_as_string(hide_password=True)}")
+    if runtime.transport is not None:
+        click.echo(f"broker: {runtime.transport.render_url()} ({runtime.settings.broker.partitions} partitions); "
+                   f"{'workers in this process' if workers else 'API node: run `orderhub worker` for the processing'}")
     if demo:
         click.echo(f"demo: platform simulator on http://127.0.0.1:{sim_port}, {demo_rate} orders/s")
         click.echo("demo users (username / password):")
@@ -179,3 +187,22 @@ async def run_server(settings: Settings, *, demo: bool = False, demo_rate: float
     finally:
         if simulator is not None:
             await simulator.stop()
+
+
+async def run_worker(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """`orderhub worker`: processing only (broker partitions, inbox sweep, audit, outbox relay and,
+    on the one worker holding the lease, the singleton duties). Stateless: start and stop any number."""
+    import signal
+
+    runtime = Runtime(settings)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start(workers=True, streams=False)
+    mode = f"broker {runtime.transport.render_url()}" if runtime.transport else "database inbox (embedded mode)"
+    click.echo(f"OrderHub worker {runtime.broker_worker.id if runtime.broker_worker else ''} consuming {mode}")
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

@@ -230,12 +230,15 @@ class Tracker:
         """Parcels tracked by Kuaidi100 subscription: every carrier's, except SF's when SF pushes its routes itself."""
         return self.subscribing and not (carrier.upper() == sf.CARRIER and self.sf is not None)
 
-    async def run_forever(self, stall_check_interval_s: float = 300.0, poll_limit: int = 100) -> None:
+    async def run_forever(
+        self, stall_check_interval_s: float = 300.0, poll_limit: int = 100, defer_polls: Callable[[], bool] | None = None,
+    ) -> None:
         """The background loop: poll silent parcels, then check stalls, every interval (one failure
-        is logged, not fatal)."""
+        is logged, not fatal). `defer_polls` true (the peak's switch): the polls wait, stalls are checked."""
         while True:
             try:
-                await self.poll_due(poll_limit)
+                if defer_polls is None or not await asyncio.to_thread(defer_polls):
+                    await self.poll_due(poll_limit)
                 await asyncio.to_thread(self.check_stalls)
             except asyncio.CancelledError:
                 raise

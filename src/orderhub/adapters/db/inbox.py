@@ -181,3 +181,29 @@ def backlog(engine: sa.Engine) -> int:
         return conn.execute(
             sa.select(sa.func.count()).select_from(inbox).where(inbox.c.status.in_(("pending", "processing")))
         ).scalar_one()
+
+
+def insert_keyed(engine: sa.Engine, rows: list[dict[str, Any]], lease: timedelta = timedelta(minutes=2)) -> list[InboxRow]:
+    """Scaled mode: a broker batch becomes inbox rows, already leased to the caller, which processes
+    them next. A row whose broker_key is there already (a redelivery after a crash between commit
+    and ack) is skipped: it is done, or its lease expires and any worker's sweep takes it."""
+    if not rows:
+        return []
+    now = datetime.now(UTC)
+    values = [{**row, "status": "processing", "attempts": 0, "lease_until": now + lease} for row in rows]
+    with engine.begin() as conn:
+        insert = _insert_for(conn)(inbox).on_conflict_do_nothing(index_elements=[inbox.c.broker_key])
+        inserted = conn.execute(insert.returning(inbox.c.id, inbox.c.broker_key), values).all()
+    ids = {key: row_id for row_id, key in inserted}
+    return [
+        InboxRow(ids[row["broker_key"]], row["channel"], row["shop_id"], row["kind"], row["body"], row.get("meta"), 0, row["received_at"])
+        for row in rows if row["broker_key"] in ids
+    ]
+
+
+def _insert_for(conn: sa.Connection) -> Any:
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert

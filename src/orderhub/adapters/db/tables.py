@@ -34,7 +34,10 @@ inbox = sa.Table(
     sa.Column("outcome", sa.String(16)),
     sa.Column("processed_at", UtcDateTime),
     sa.Column("error", sa.Text),
+    # scaled mode: the broker message this row came from; a redelivery finds its row instead of adding one
+    sa.Column("broker_key", sa.String(64)),
     sa.Index("ix_inbox_status_id", "status", "id"),
+    sa.UniqueConstraint("broker_key"),
 )
 
 orders = sa.Table(
@@ -564,6 +567,40 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_action_entity_id_at", "action", "entity_id", "at"),
 )
 
+
+# Scaled mode: which worker owns which broker partition, and the singleton duties (pulls, stock
+# sync, tracking sweeps) that one worker of the fleet runs. A lease not renewed in time is free.
+worker_leases = sa.Table(
+    "worker_leases",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # partition:<n> | duty:<name>
+    sa.Column("owner", sa.String(128)),
+    sa.Column("lease_until", UtcDateTime),
+)
+
+# Workers announce themselves here (a partition's fair share depends on how many are alive).
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(128), primary_key=True),
+    sa.Column("host", sa.String(128), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("seen_at", UtcDateTime, nullable=False),
+    sa.Column("stats", Json),
+)
+
+# Degradation switches: non-core work deferred under load, set by the lag watcher or by hand.
+switches = sa.Table(
+    "switches",
+    metadata,
+    sa.Column("name", sa.String(48), primary_key=True),
+    sa.Column("on", sa.Boolean, nullable=False),
+    sa.Column("mode", sa.String(8), nullable=False),  # auto (the lag watcher may flip it) | manual (held by ops)
+    sa.Column("reason", sa.Text),
+    sa.Column("set_by", sa.String(64), nullable=False),
+    sa.Column("set_at", UtcDateTime, nullable=False),
+)
 
 # -- long operations the console follows (docs/console.md "Long operations") ---------------------
 

@@ -66,6 +66,10 @@ POLICY: dict[tuple[str, str], Permission | Access] = {
     ("GET", "/api/v1/import-mappings"): P.CHANNELS_READ,
     ("POST", "/api/v1/workers/pause"): P.OPERATIONS_WRITE,
     ("POST", "/api/v1/workers/resume"): P.OPERATIONS_WRITE,
+    # degradation switches and the worker fleet (scaled mode): whoever sees the dashboard sees them
+    ("GET", "/api/v1/switches"): P.DASHBOARD_READ,
+    ("PUT", "/api/v1/switches/{name}"): P.OPERATIONS_WRITE,
+    ("GET", "/api/v1/fleet"): P.DASHBOARD_READ,
     # inventory
     ("GET", "/api/v1/inventory"): P.INVENTORY_READ,
     ("GET", "/api/v1/inventory/check"): P.INVENTORY_READ,

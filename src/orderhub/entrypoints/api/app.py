@@ -17,6 +17,7 @@ from orderhub.entrypoints.api.dashboard_routes import build_dashboard_router
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.job_routes import build_job_router
 from orderhub.entrypoints.api.notification_routes import build_notification_router
+from orderhub.entrypoints.api.operations_routes import build_operations_router
 from orderhub.entrypoints.api.outbox_routes import build_outbox_router
 from orderhub.entrypoints.api.routes import build_router
 from orderhub.entrypoints.api.tracking_routes import build_tracking_router
@@ -50,6 +51,7 @@ def create_app(runtime: Runtime, *, workers: bool = True) -> FastAPI:
     app.include_router(build_notification_router(runtime))
     app.include_router(build_tracking_router(runtime))
     app.include_router(build_dashboard_router(runtime))
+    app.include_router(build_operations_router(runtime))
     app.include_router(build_job_router(runtime))
     auth_routes.install(app, runtime)  # last: logins and authentication; refuses a route without a policy line
     mount_console(app)  # the web console at / (its catch-all never matches /api/)

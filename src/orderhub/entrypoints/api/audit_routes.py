@@ -109,8 +109,10 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
 
     @router.post("/rules/{name}/backtest", tags=["rules"], summary="Which of the last N days' orders the draft would change",
                  description="Answers when the back-test is done (one request). The console starts it as a job instead "
-                             "(`POST /rules/{name}/backtest-jobs`) to show its progress.")
+                             "(`POST /rules/{name}/backtest-jobs`) to show its progress. 503 `deferred` while the `defer_backtests` "
+                             "switch is on (the peak, docs/scaling.md).")
     async def backtest(name: str, body: schemas.Backtest) -> JsonResponse:
+        await asyncio.to_thread(runtime.switches.require_off, "defer_backtests")  # 503 `deferred` at the peak
         return JsonResponse(await asyncio.to_thread(
             rule_trials.backtest, engine, rules, name, days=body.days, limit=body.limit, content=body.content, version=body.version))
 
@@ -120,6 +122,7 @@ def build_audit_router(runtime: Runtime) -> APIRouter:
                              "time; more wait their turn). Follow it at `GET /jobs/backtest/{job_id}`: `done`/`total` orders, `percent`, "
                              "then `result` (the same report) or `error` (e.g. `rule_invalid`, `not_found` for a set without a draft).")
     async def start_backtest(name: str, body: schemas.Backtest, request: Request) -> JsonResponse:
+        await asyncio.to_thread(runtime.switches.require_off, "defer_backtests")
         job_id = await asyncio.to_thread(
             rule_trials.start_backtest, runner, engine, rules, name, days=body.days, limit=body.limit, content=body.content,
             version=body.version, actor=acting(request))

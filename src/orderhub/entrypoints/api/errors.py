@@ -21,6 +21,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.TEMPLATE_INVALID: 422,
     ErrorCode.INTAKE_UNAVAILABLE: 503,
     ErrorCode.WAYBILL_UNAVAILABLE: 503,
+    ErrorCode.DEFERRED: 503,
     ErrorCode.UNAUTHENTICATED: 401,
     ErrorCode.INVALID_CREDENTIALS: 401,
     ErrorCode.USER_DISABLED: 401,

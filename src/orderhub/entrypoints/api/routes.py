@@ -215,9 +215,20 @@ def build_router(runtime: Runtime) -> APIRouter:
             pending = await asyncio.to_thread(backlog, runtime.engine)
         except Exception as exc:
             return JsonResponse({"status": "unavailable", "database": str(exc)[:200]}, status_code=503)
+        broker = None
+        if runtime.transport is not None:  # scaled mode: the broker keeps the raw messages
+            t = runtime.transport
+            try:
+                broker = {"kind": t.name, "url": t.render_url(), "partitions": t.partitions, "reachable": await t.ping(), "lag": await t.lag()}
+            except Exception as exc:
+                broker = {"kind": t.name, "url": t.render_url(), "reachable": False, "error": str(exc)[:200]}
+            if not broker["reachable"]:
+                return JsonResponse({"status": "unavailable", "broker": broker}, status_code=503)
         return JsonResponse({
             "status": "ok",
+            "mode": "scaled" if broker else "embedded",
             "database": runtime.engine.dialect.name,
+            "broker": broker,
             "workers": runtime.workers_running,
             "backlog": pending,
             "accepted": dict(runtime.intake.accepted),
