@@ -273,9 +273,13 @@ class Runtime:
         self._duty_tasks = []
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with suppress(asyncio.CancelledError):
-                await task
+        # a task whose cancellation a client library swallowed is cancelled again rather than awaited forever
+        while tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=5.0)
+            for task in pending:
+                log.warning("task %s did not stop within 5 s; cancelling it again", task.get_name())
+                task.cancel()
+            tasks = list(pending)
 
     async def stop(self) -> None:
         await self.stop_workers()

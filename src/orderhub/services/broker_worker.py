@@ -94,6 +94,9 @@ class BrokerWorker:
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the database is away: keep consuming what we hold until the leases lapse
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():  # a client library turned our cancellation into its error
+                        raise asyncio.CancelledError from None
                     log.exception("worker %s could not renew its leases", self.id)
                 await asyncio.sleep(self.lease.total_seconds() / 3)
         finally:

@@ -139,5 +139,13 @@ class LagWatcher:
             except asyncio.CancelledError:
                 raise
             except Exception:
+                # a client library may turn our cancellation into its own error (redis-py does): stop anyway
+                if _cancelling():
+                    raise asyncio.CancelledError from None
                 log.exception("lag check failed")
             await asyncio.sleep(interval_s)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
