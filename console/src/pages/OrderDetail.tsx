@@ -1,6 +1,6 @@
 // One order on one page: lines, amounts, customer and their channels, holds, the audit's decisions and
 // rule version, warehouse and WMS state, shipment and track, notifications sent, the whole event timeline.
-import { useState } from 'react';
+import { useRef, useState } from 'react';
 import { App, Alert, Button, Card, Col, Descriptions, Empty, List, Row, Space, Spin, Table, Tag, Timeline, Typography } from 'antd';
 import { EyeOutlined } from '@ant-design/icons';
 import { Link, useParams } from 'react-router-dom';
@@ -41,12 +41,17 @@ export default function OrderDetail() {
   const [buyerError, setBuyerError] = useState<string | null>(null);
 
   const order = useApi((signal) => api(`/orders/${id}`, { signal }), [id]);
-  const events = useApi((signal) => api<any[]>(`/orders/${id}/events`, { signal }), [id, order.data?.version]);
-  const tracking = useApi((signal) => api(`/orders/${id}/tracking`, { signal }), [id, order.data?.version]);
+  // the order's other sections load beside the order at once, and again only when an action moved its version
+  // (keying them on the version itself would load each twice: before and after the order arrives)
+  const firstSeen = useRef<{ id?: string; version?: number }>({});
+  if (order.data && firstSeen.current.id !== id) firstSeen.current = { id, version: order.data.version };
+  const rev = order.data && order.data.version !== firstSeen.current.version ? order.data.version : 'first';
+  const events = useApi((signal) => api<any[]>(`/orders/${id}/events`, { signal }), [id, rev]);
+  const tracking = useApi((signal) => api(`/orders/${id}/tracking`, { signal }), [id, rev]);
   const customerId = order.data?.customer?.id;
   const customer = useApi((signal) => (customerId ? api(`/customers/${customerId}`, { signal }) : Promise.resolve(null)), [customerId]);
-  const notices = useApi((signal) => api(`/orders/${encodeURIComponent(id)}/notifications`, { signal }), [id, order.data?.version]);
-  const interceptions = useApi((signal) => api('/interceptions', { query: { order_id: id, limit: 20 }, signal }), [id, order.data?.version]);
+  const notices = useApi((signal) => api(`/orders/${encodeURIComponent(id)}/notifications`, { signal }), [id, rev]);
+  const interceptions = useApi((signal) => api('/interceptions', { query: { order_id: id, limit: 20 }, signal }), [id, rev]);
 
   if (order.error) return <ErrorState error={order.error} onRetry={order.reload} />;
   if (!order.data) return <Spin />;
