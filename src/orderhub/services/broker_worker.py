@@ -22,11 +22,13 @@ fleet's singleton duties (pulls, stock sync, tracking sweeps, the lag watcher).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,12 +83,18 @@ class BrokerWorker:
         self.consuming: dict[int, Consumption] = {}
         self.singleton = False
         self._stopping = False
+        # lease work on a thread of its own: in the default pool it queued behind the batches' database
+        # calls, and under CPU starvation the renewals came after the leases had run out (seen in bench-peak)
+        self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orderhub-leases")
+
+    async def _leases(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._lease_thread, functools.partial(fn, *args))
 
     # -- the lease loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
         names = [partition_lease(p) for p in range(self.transport.partitions)] + [SINGLETON]
-        await asyncio.to_thread(leases.ensure, self.engine, names)
+        await self._leases(leases.ensure, self.engine, names)
         try:
             while True:
                 try:
@@ -104,20 +112,22 @@ class BrokerWorker:
 
     async def rebalance(self) -> None:
         now = datetime.now(UTC)
-        await asyncio.to_thread(
+        await self._leases(
             leases.heartbeat, self.engine, self.id, socket.gethostname(), os.getpid(), self.started_at, now, self.stats.as_dict()
         )
-        live = await asyncio.to_thread(leases.live_workers, self.engine, now, self.lease)
+        live = await self._leases(leases.live_workers, self.engine, now, self.lease)
         share = math.ceil(self.transport.partitions / max(1, len(live)))
         held_names = [partition_lease(p) for p in self.consuming]
-        still = await asyncio.to_thread(leases.renew, self.engine, held_names, self.id, now, self.lease)
+        still = await self._leases(leases.renew, self.engine, held_names, self.id, now, self.lease)
         for partition in [p for p in self.consuming if partition_lease(p) not in still]:
-            log.warning("worker %s lost partition %d", self.id, partition)
+            if await self._leases(leases.acquire, self.engine, partition_lease(partition), self.id, now, self.lease):
+                continue  # it ran out, but nobody took it: ours again, consumption never stopped
+            log.warning("worker %s lost partition %d to another worker", self.id, partition)
             await self._stop_partition(partition)
         extra = sorted(self.consuming)[share:]
         for partition in extra:  # another worker joined: hand these over
             await self._stop_partition(partition)
-        await asyncio.to_thread(leases.release, self.engine, [partition_lease(p) for p in extra], self.id)
+        await self._leases(leases.release, self.engine, [partition_lease(p) for p in extra], self.id)
         if len(self.consuming) < share:
             await self._take(share - len(self.consuming), now)
         await self._duty(now)
@@ -132,12 +142,12 @@ class BrokerWorker:
                 return
             if partition in self.consuming:
                 continue
-            if await asyncio.to_thread(leases.acquire, self.engine, partition_lease(partition), self.id, now, self.lease):
+            if await self._leases(leases.acquire, self.engine, partition_lease(partition), self.id, now, self.lease):
                 self.consuming[partition] = await self.transport.consume(partition, self.id, self._handler(partition))
                 wanted -= 1
 
     async def _duty(self, now: datetime) -> None:
-        held = await asyncio.to_thread(leases.acquire, self.engine, SINGLETON, self.id, now, self.lease)
+        held = await self._leases(leases.acquire, self.engine, SINGLETON, self.id, now, self.lease)
         if held != self.singleton:
             self.singleton = held
             log.info("worker %s %s the singleton duties", self.id, "took" if held else "lost")
@@ -156,9 +166,10 @@ class BrokerWorker:
         for partition in list(self.consuming):
             await self._stop_partition(partition)
         try:
-            await asyncio.to_thread(leases.forget_worker, self.engine, self.id)
+            await self._leases(leases.forget_worker, self.engine, self.id)
         except Exception:  # the leases expire by themselves
             log.warning("worker %s could not release its leases", self.id)
+        self._lease_thread.shutdown(wait=False)
 
     # -- one batch ------------------------------------------------------------------------
 

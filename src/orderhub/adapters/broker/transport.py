@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -138,21 +139,15 @@ class NatsTransport(Transport):
         await self.broker.publish(data, self.subject(partition), stream=self.stream, headers={"Nats-Msg-Id": key}, timeout=2.0)
 
     async def consume(self, partition: int, consumer: str, handler: Handler) -> Consumption:
-        from faststream.nats import JStream, NatsMessage, PullSub
-
-        sub = self.broker.subscriber(
-            self.subject(partition), stream=JStream(self.stream, declare=False), durable=self.durable(partition),
-            config=self._consumer_config(partition), pull_sub=PullSub(batch=True, batch_size=self.batch_size, timeout=0.05),
-            ack_policy=AckPolicy.MANUAL, persistent=False,
-        )
-
-        async def on_batch(message: NatsMessage) -> None:
-            raws = message.raw_message
-            await handler([Delivery(m.data, m.metadata.num_delivered or 1, m) for m in raws])
-
-        sub(on_batch)
-        await sub.start()
-        return Consumption([sub])
+        """Our own fetch loop on FastStream's JetStream connection, not FastStream's pull subscriber:
+        FastStream 0.7.8's loop catches only nats' TimeoutError, and nats-py 2.16's fetch can also
+        raise the builtin one, which kills the loop with a batch fetched and never handled (it came
+        back only after the 30 s redelivery: 13-16 % of messages at 50-150 msg/s)."""
+        js = self.broker.config.connection_state.stream
+        pull = _NatsPull(js, self.subject(partition), self.durable(partition), self.stream, self._consumer_config(partition),
+                         self.batch_size, handler)
+        await pull.start()
+        return Consumption([pull])
 
     async def ack(self, deliveries: list[Delivery]) -> None:
         await asyncio.gather(*(d.ref.ack() for d in deliveries))
@@ -172,6 +167,50 @@ class NatsTransport(Transport):
 
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)
+
+
+class _NatsPull:
+    """One partition's durable pull consumer, fetched in batches until stopped."""
+
+    def __init__(self, js: Any, subject: str, durable: str, stream: str, config: Any, batch_size: int, handler: Handler) -> None:
+        self.js, self.subject, self.durable, self.stream, self.config = js, subject, durable, stream, config
+        self.batch_size = batch_size
+        self.handler = handler
+        self.sub: Any = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.sub = await self.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream, config=self.config)
+        self.task = asyncio.create_task(self._run(), name=f"nats-pull-{self.durable}")
+
+    async def _run(self) -> None:
+        from nats.errors import ConnectionClosedError, NoRespondersError
+        from nats.js.errors import ServiceUnavailableError
+
+        while True:
+            try:
+                messages = await self.sub.fetch(batch=self.batch_size, timeout=0.5)
+            except TimeoutError:  # nothing waiting (nats-py raises its own subclass or the builtin)
+                continue
+            except (ConnectionClosedError, NoRespondersError, ServiceUnavailableError) as exc:  # reconnecting: unacked ones come back
+                log.warning("NATS fetch on %s failed (%s); trying again", self.durable, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                continue
+            try:
+                await self.handler([Delivery(m.data, m.metadata.num_delivered or 1, m) for m in messages])
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # not acked: JetStream delivers them again after ack_wait
+                log.exception("handling a batch of %d messages from %s failed", len(messages), self.durable)
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        if self.sub is not None:
+            with contextlib.suppress(Exception):
+                await self.sub.unsubscribe()
 
 
 class RedisTransport(Transport):
