@@ -189,7 +189,13 @@ class _NatsPull:
 
         while True:
             try:
-                messages = await self.sub.fetch(batch=self.batch_size, timeout=0.5)
+                # wait for one message, then take what else is there: one fetch of the whole batch would, once
+                # its first message came, linger until the batch filled or its timeout ran out (0.5 s of latency
+                # on every message of a quiet partition: the scaled mode's steady-state p50 was 469 ms)
+                messages = await self.sub.fetch(batch=1, timeout=5.0)
+                if self.batch_size > 1:
+                    with contextlib.suppress(TimeoutError):
+                        messages += await self.sub.fetch(batch=self.batch_size - 1, timeout=0.02)
             except TimeoutError:  # nothing waiting (nats-py raises its own subclass or the builtin)
                 continue
             except (ConnectionClosedError, NoRespondersError, ServiceUnavailableError) as exc:  # reconnecting: unacked ones come back
