@@ -86,7 +86,6 @@ class Runtime:
         self.processor = Processor(
             self.engine, self.shops, self.channels, self.http,
             batch_size=settings.batch_size, max_attempts=settings.max_attempts, pii=self.pii, monitor=self.monitor,
-            lease=timedelta(seconds=settings.inbox_lease_s),
         )
         self.puller = Puller(
             self.engine, self.channels, self.http,
@@ -118,6 +117,7 @@ class Runtime:
             batch_size=o.batch_size, lease=timedelta(seconds=o.lease_s), max_attempts=o.max_attempts, base_delay_s=o.base_delay_s,
             max_delay_s=o.max_delay_s, breaker_fail_max=o.breaker_fail_max, breaker_reset_s=o.breaker_reset_s,
         )
+        self.relay.defer_people = lambda: self.switches.is_on("defer_notifications")  # the peak: people's messages wait
         self._tasks: list[asyncio.Task[None]] = []
         self._stream_tasks: list[asyncio.Task[None]] = []
         self._duty_tasks: list[asyncio.Task[None]] = []

@@ -85,3 +85,24 @@ async def test_switches_over_the_api_and_the_cli(tmp_path, monkeypatch):
     assert "defer_analytics: off (auto)" in result.output
     listing = CliRunner().invoke(main, ["switches", "list"])
     assert "defer_analytics" in listing.output and "peak over" in listing.output
+
+
+def test_deferred_notifications_wait_in_the_outbox_but_urgent_ones_and_webhooks_go(database_url):
+    from datetime import UTC, datetime, timedelta
+
+    from orderhub.adapters.db import outbox_repo
+    from orderhub.services.outbox import Relay
+
+    engine = engine_for(database_url)
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for kind, priority, key in (("notify.sms", 0, "shipped"), ("notify.wecom", 1, "freeze-alert"), ("webhook", 0, "erp")):
+            outbox_repo.enqueue(conn, kind=kind, endpoint="x", payload={}, idempotency_key=key, priority=priority, now=now - timedelta(seconds=1))
+    switches = Switches(engine, ttl_s=0)
+    switches.set("defer_notifications", True, reason="peak")
+    relay = Relay(engine, {"notify.sms": None, "notify.wecom": None, "webhook": None})
+    relay.defer_people = lambda: switches.is_on("defer_notifications")
+    assert sorted(m.idempotency_key for m in relay._claim()) == ["erp", "freeze-alert"]
+    switches.set("defer_notifications", False, mode="auto")
+    assert [m.idempotency_key for m in relay._claim()] == ["shipped"]  # sent once the peak is over
+    engine.dispose()

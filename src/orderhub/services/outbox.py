@@ -37,6 +37,8 @@ from purgatory.domain.model import Context, OpenedState
 from orderhub.adapters.db import outbox_repo
 from orderhub.adapters.db.outbox_repo import DeliveryError, OutboxMessage
 
+PEOPLE_PREFIX = "notify."  # the kinds that reach a person (services/notifications.py PEOPLE_KINDS)
+
 __all__ = ["DeliveryError", "OutboxMessage", "Relay", "RelayResult", "Sender", "backoff_delay", "backoff_wait", "retry_delay"]
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class Relay:
     ) -> None:
         self.engine = engine
         self.senders = dict(senders)
+        self.defer_people: Callable[[], bool] | None = None  # set by the runtime: the `defer_notifications` switch
         self.batch_size = batch_size
         self.lease = lease
         self.max_attempts = max_attempts
@@ -185,8 +188,12 @@ class Relay:
     # -- one message ----------------------------------------------------------------------------
 
     def _claim(self) -> list[OutboxMessage]:
+        # the peak's `defer_notifications` switch: messages to people wait, save the urgent ones (priority > 0:
+        # the warehouse's freeze alert); they are claimed again once it is off
+        deferred = PEOPLE_PREFIX if self.defer_people is not None and self.defer_people() else None
         with self.engine.begin() as conn:
-            return outbox_repo.claim(conn, limit=self.batch_size, lease=self.lease, now=self._clock(), kinds=list(self.senders))
+            return outbox_repo.claim(conn, limit=self.batch_size, lease=self.lease, now=self._clock(), kinds=list(self.senders),
+                                     defer_prefix=deferred)
 
     async def _deliver(self, message: OutboxMessage, lease_until: datetime) -> _Outcome | None:
         async with self._concurrency:

@@ -95,7 +95,9 @@ def enqueue(
     return conn.execute(statement).scalar_one_or_none()
 
 
-def claim(conn: sa.Connection, *, limit: int, lease: timedelta, now: datetime, kinds: Sequence[str] | None = None) -> list[OutboxMessage]:
+def claim(
+    conn: sa.Connection, *, limit: int, lease: timedelta, now: datetime, kinds: Sequence[str] | None = None, defer_prefix: str | None = None,
+) -> list[OutboxMessage]:
     """Take up to `limit` due messages, highest priority first, then oldest.
 
     Due: pending and `next_attempt_at <= now`, or sending with an expired lease (a crashed relay's).
@@ -109,6 +111,8 @@ def claim(conn: sa.Connection, *, limit: int, lease: timedelta, now: datetime, k
     candidates = sa.select(_c.id).where(due).order_by(_c.priority.desc(), _c.id).limit(limit)
     if kinds is not None:
         candidates = candidates.where(kind_matches(kinds))
+    if defer_prefix is not None:  # deferred at the peak, except what is urgent (priority > 0)
+        candidates = candidates.where(sa.or_(~_c.kind.startswith(defer_prefix, autoescape=True), _c.priority > 0))
     claim_them = sa.update(outbox).values(status=SENDING, lease_until=now + lease).returning(*_MESSAGE_COLUMNS)
     if conn.dialect.name == "postgresql":
         # A materialised CTE, not `id IN (subquery)`: PostgreSQL may run an IN subquery more than
