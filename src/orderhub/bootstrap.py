@@ -86,6 +86,7 @@ class Runtime:
         self.processor = Processor(
             self.engine, self.shops, self.channels, self.http,
             batch_size=settings.batch_size, max_attempts=settings.max_attempts, pii=self.pii, monitor=self.monitor,
+            lease=timedelta(seconds=settings.inbox_lease_s),
         )
         self.puller = Puller(
             self.engine, self.channels, self.http,

@@ -213,6 +213,7 @@ class Settings(BaseModel):
     # processing
     batch_size: int = 500
     max_attempts: int = 8  # fetch retries of one inbox row before its items are quarantined
+    inbox_lease_s: float = 120.0  # a worker that died mid-batch: its inbox rows are claimed again after this
     audit: bool = True  # run the audit stage (审单) in this process's workers
     stock_sync: StockSyncSettings = Field(default_factory=StockSyncSettings)
     fulfillment: FulfillmentSettings = Field(default_factory=FulfillmentSettings)

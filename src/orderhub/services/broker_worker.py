@@ -189,7 +189,7 @@ class BrokerWorker:
         if not good:
             return
         try:
-            rows = await asyncio.to_thread(insert_keyed, self.engine, [_row(env) for _, env in good])
+            rows = await asyncio.to_thread(insert_keyed, self.engine, [_row(env) for _, env in good], self.processor.lease)
         except Exception as exc:
             await self._failed_insert(good, exc)
             return
@@ -216,7 +216,7 @@ class BrokerWorker:
         # the database answers, so something in the batch is refused: find it message by message
         for d, env in good:
             try:
-                rows = await asyncio.to_thread(insert_keyed, self.engine, [_row(env)])
+                rows = await asyncio.to_thread(insert_keyed, self.engine, [_row(env)], self.processor.lease)
             except Exception as single:
                 if d.attempts >= self.max_deliveries:
                     await self._dead_letter(d, env, f"refused by the database {d.attempts} times: {single}")

@@ -86,8 +86,10 @@ class Processor:
         max_attempts: int = 8,
         pii: BuyerPii | None = None,
         monitor: Any = None,
+        lease: timedelta = timedelta(minutes=2),
     ) -> None:
         self.engine = engine
+        self.lease = lease  # how long a claimed batch stays this worker's; a crashed worker's rows are taken after it
         self.pii = pii
         self.monitor = monitor  # ChannelMonitor: fetch failures and successes per shop
         self.shops = shops
@@ -97,7 +99,7 @@ class Processor:
         self.max_attempts = max_attempts
 
     async def run_once(self) -> BatchResult | None:
-        rows = await asyncio.to_thread(claim, self.engine, self.batch_size)
+        rows = await asyncio.to_thread(claim, self.engine, self.batch_size, self.lease)
         if not rows:
             return None
         return await self.process(rows)
