@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-pages clean console browser
+.PHONY: install run test lint bench bench-pages bench-peak clean console browser
 
 install: $(STAMP)
 
@@ -57,6 +57,11 @@ bench: install
 # the console's API calls with 100,000 orders in the database (both backends)
 bench-pages: install
 	$(BIN)/python bench/pages.py $(BENCH_ARGS)
+
+# a 双十一-shaped load (baseline, then a ≥5x burst) through the real stack, embedded (SQLite) and
+# scaled (PostgreSQL + NATS, 1 API + 2 workers); the 500,000-order burst: BENCH_ARGS="--burst-orders 500000"
+bench-peak: install
+	$(BIN)/python bench/peak.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache console/node_modules $(CONSOLE_DIST)

@@ -1,10 +1,19 @@
-"""The benchmark's phases: intake, processing, steady-rate latency, and the same-run limit."""
+"""The benchmark's phases: intake, processing, steady-rate latency, and the same-run limit.
+
+Also what the peak benchmark (peak.py) adds: pushes sent on a schedule by several sender
+processes, each order's first audit, and the invariants checked by SQL at the end.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
+import resource
 import time
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import aiohttp
@@ -15,7 +24,7 @@ import sqlalchemy as sa
 from orderhub.adapters.db import migrate
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.tables import (
-    customer_channels, customer_identities, customers, inbox, order_events, order_lines, orders, reservations, stock_ledger,
+    customer_channels, customer_identities, customers, inbox, order_events, order_lines, orders, reservations, stock, stock_ledger,
 )
 
 # What the pipeline (intake, processing, audit) writes for an order; the limit phase loads exactly these rows again.
@@ -238,3 +247,181 @@ def wait_streams_confirmed(sim_url: str, timeout: float) -> float:
             return time.perf_counter() - started
         time.sleep(0.1)
     raise TimeoutError(f"stream messages still unconfirmed after {timeout}s")
+
+
+# -- the peak benchmark: scheduled senders, first audits, invariants ---------------------------
+
+
+@dataclass
+class Sent:
+    """What the sender saw of every push, by the push's index (unix times; status -1: no answer)."""
+
+    sent_at: list[float]
+    acked_at: list[float]
+    status: list[int]
+    started_at: float  # t0 of the schedule
+    late_s: float  # how far the senders fell behind the schedule at worst (0 when they kept up)
+    cpu_s: float  # the sender processes' own CPU time
+
+
+def send_scheduled(
+    hub_url: str, pushes: list[Push], offsets: list[float], *, processes: int, concurrency: int, on_start: Callable[[], None] | None = None,
+) -> Sent:
+    """Push i leaves at t0 + offsets[i] (all 0: as fast as the senders go), each in its own HTTP
+    request, from `processes` sender processes with at most `concurrency` requests in flight in all.
+
+    One order's pushes all go through the same process, in their order. When the server answers
+    slower than the schedule asks, the senders fall behind it (bounded in-flight requests) instead
+    of piling up connections: `late_s` says by how much. `on_start` runs once the sender processes
+    exist (start threads there, not before: the senders are forked).
+    """
+    shares: list[list[tuple[int, float, Push]]] = [[] for _ in range(processes)]
+    for index, (push, offset) in enumerate(zip(pushes, offsets, strict=True)):
+        shares[zlib.crc32(f"{push.channel}:{push.original_id}".encode()) % processes].append((index, offset, push))
+    context = multiprocessing.get_context("fork")  # the shares are inherited, not pickled
+    pipes, children = [], []
+    for share in shares:
+        mine, theirs = context.Pipe()
+        child = context.Process(target=_sender_process, args=(theirs, hub_url, share, max(1, concurrency // processes)), daemon=True)
+        child.start()
+        pipes.append(mine)
+        children.append(child)
+    for pipe in pipes:
+        pipe.recv()  # ready
+    if on_start is not None:
+        on_start()
+    started_at = time.time() + 0.3
+    for pipe in pipes:
+        pipe.send(started_at)
+    n = len(pushes)
+    sent = Sent([0.0] * n, [0.0] * n, [-1] * n, started_at, 0.0, 0.0)
+    for pipe in pipes:
+        rows, late, cpu = pipe.recv()
+        for index, at, acked, status in rows:
+            sent.sent_at[index], sent.acked_at[index], sent.status[index] = at, acked, status
+        sent.late_s = max(sent.late_s, late)
+        sent.cpu_s += cpu
+    for child in children:
+        child.join(timeout=30)
+    return sent
+
+
+def _sender_process(pipe: Connection, hub_url: str, share: list[tuple[int, float, Push]], concurrency: int) -> None:
+    pipe.send("ready")
+    started_at = pipe.recv()
+    try:
+        import uvloop
+
+        run: Any = uvloop.run  # less of the sender's CPU per request than the default loop
+    except ImportError:
+        run = asyncio.run
+    rows, late = run(_send_share(hub_url, share, concurrency, started_at))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    pipe.send((rows, late, usage.ru_utime + usage.ru_stime))
+
+
+async def _send_share(hub_url: str, share: list[tuple[int, float, Push]], concurrency: int, started_at: float) -> tuple[list, float]:
+    rows: list[tuple[int, float, float, int]] = []
+    slots = asyncio.Semaphore(concurrency)
+    late = 0.0
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(base_url=hub_url, connector=connector) as session:
+
+        async def one(index: int, push: Push) -> None:
+            at = time.time()
+            status = -1
+            try:
+                async with session.post(push.path, data=push.body, headers=push.headers) as response:
+                    await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            finally:
+                slots.release()
+            rows.append((index, at, time.time(), status))
+
+        tasks = []
+        for index, offset, push in share:
+            wait = started_at + offset - time.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await slots.acquire()
+            late = max(late, time.time() - started_at - offset)
+            tasks.append(asyncio.create_task(one(index, push)))
+        await asyncio.gather(*tasks)
+    return rows, late
+
+
+def first_audits(database_url: str) -> dict[str, float]:
+    """Order id -> unix time of its first audit decision (the `audited` event, written in the
+    audit's transaction: ready with stock reserved, or on hold)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            query = sa.select(order_events.c.order_id, sa.func.min(order_events.c.at)).where(order_events.c.kind == "audited")
+            return {oid: at.timestamp() for oid, at in conn.execute(query.group_by(order_events.c.order_id))}
+    finally:
+        engine.dispose()
+
+
+def invariants(database_url: str, accepted_orders: set[tuple[str, str]], accepted_messages: int) -> dict[str, Any]:
+    """What must hold once the backlog is drained, by SQL over what the pipeline wrote.
+
+    `accepted_messages` is what was answered with success: the webhook requests (embedded mode:
+    one inbox row each), or the broker messages they were split into (scaled mode: one inbox row
+    per broker key). Each must be one inbox row, processed (done); each acknowledged order must be
+    stored once; no stock row may hold more than it has, and its `reserved` must equal the sum of
+    its active reservations.
+    """
+    from orderhub.adapters.db.inventory_repo import check_invariant
+    from orderhub.domain.ids import order_id
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            platform_rows = inbox.c.kind.in_(("push", "message"))
+            rows = dict(conn.execute(sa.select(inbox.c.status, sa.func.count()).where(platform_rows).group_by(inbox.c.status)).all())
+            keyed = conn.execute(sa.select(sa.func.count(inbox.c.broker_key), sa.func.count(sa.distinct(inbox.c.broker_key)))).one()
+            outcomes = dict(conn.execute(sa.select(inbox.c.outcome, sa.func.count()).where(platform_rows).group_by(inbox.c.outcome)).all())
+            stored = set(conn.execute(sa.select(orders.c.id)).scalars())
+            n_orders, n_keys = conn.execute(
+                sa.select(sa.func.count(), sa.func.count(sa.distinct(orders.c.channel + ":" + orders.c.original_id)))).one()
+            created = sa.select(order_events.c.order_id).where(order_events.c.kind == "created").group_by(order_events.c.order_id)
+            created_twice = conn.execute(sa.select(sa.func.count()).select_from(
+                created.having(sa.func.count() > 1).subquery())).scalar_one()
+            r = reservations.c
+            reserved_twice = conn.execute(sa.select(sa.func.count()).select_from(
+                sa.select(r.order_id, r.line_no, r.package_no).where(r.status == "active")
+                .group_by(r.order_id, r.line_no, r.package_no).having(sa.func.count() > 1).subquery())).scalar_one()
+            oversold = conn.execute(sa.select(sa.func.count()).select_from(stock).where(stock.c.reserved > stock.c.on_hand)).scalar_one()
+            drift = check_invariant(conn)
+            closed_holding = conn.execute(
+                sa.select(sa.func.count(sa.distinct(r.order_id))).select_from(reservations.join(orders, orders.c.id == r.order_id))
+                .where(r.status == "active", orders.c.status.in_(("cancelled", "closed")))).scalar_one()
+            pending_audit = conn.execute(sa.select(sa.func.count()).select_from(orders).where(orders.c.audit_state == "pending")).scalar_one()
+    finally:
+        engine.dispose()
+    n_rows = sum(rows.values())
+    done = rows.get("done", 0)
+    missing_orders = {key for key in accepted_orders if order_id(*key) not in stored}
+    return {
+        "accepted_messages": accepted_messages,
+        "inbox_rows": n_rows,
+        "inbox_done": done,
+        "inbox_not_done": n_rows - done,
+        "broker_keys_duplicated": keyed[0] - keyed[1],
+        "quarantined": outcomes.get("quarantined", 0),
+        "orders_missing": len(missing_orders),
+        "orders_stored": n_orders,
+        "orders_duplicated": n_orders - n_keys,
+        "orders_created_twice": created_twice,
+        "lines_reserved_twice": reserved_twice,
+        "pending_audit": pending_audit,
+        # lost: an accepted message that did not end as a processed inbox row, or an acknowledged order not stored
+        "lost": max(0, accepted_messages - done) + len(missing_orders),
+        # duplicated: more inbox rows than accepted messages, a second row or creation for one order, a line reserved twice
+        "duplicated": max(0, n_rows - accepted_messages) + (keyed[0] - keyed[1]) + (n_orders - n_keys) + created_twice + reserved_twice,
+        "oversold": oversold,
+        "reserved_mismatch": len(drift),
+        "cancelled_holding_stock": closed_holding,
+    }
