@@ -122,7 +122,7 @@ async def test_a_2000_order_simulated_run_stores_every_scenario_once_and_at_its_
     with runtime.engine.begin() as conn:
         conn.execute(sa.delete(sync_cursors))
     visible = pushed + pulled
-    await settle(runtime, hub_url, len(visible))
+    await settle(runtime, hub_url, len(visible), timeout=120.0)  # the 600 JD orders come from one first sync of a 7-day window
 
     with runtime.engine.connect() as conn:
         rows = {r.id: r for r in conn.execute(sa.select(orders))}
