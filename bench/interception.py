@@ -130,7 +130,8 @@ def simulator(workdir: Path) -> Any:
 
 async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float = 5.0) -> dict[str, Any]:
     rng = random.Random(seed)
-    # the bench platform has no ship write-back: those rows dead-letter, as they should, without a warning each
+    # the bench platform has no ship write-back: the rows of the orders that shipped dead-letter, as they should, without
+    # a warning each (those of the cancels that came too late are withheld: services/late_cancels.py)
     logging.getLogger("orderhub.services.outbox").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory() as tmp, database(backend, Path(tmp)) as url, simulator(Path(tmp)) as sim_url:
         sim = httpx.AsyncClient(base_url=sim_url, timeout=30)
@@ -194,6 +195,7 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
                 written = {r.order_id: r.created_at.timestamp() for r in conn.execute(
                     sa.select(outbox.c.order_id, sa.func.min(outbox.c.created_at).label("created_at"))
                     .where(outbox.c.kind == "wms.freeze").group_by(outbox.c.order_id))}
+                after_packing = _after_packing(conn, {order_id("bench", o): at for o, at in arrived.items()})
         finally:
             await rt.stop()
             server.should_exit = True
@@ -237,7 +239,30 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         "push_sent_to_freeze_p50_ms": ms(from_send, 0.50), "push_sent_to_freeze_p99_ms": ms(from_send, 0.99),
         "stored_to_written_p50_ms": ms(processing, 0.50), "stored_to_written_p99_ms": ms(processing, 0.99),
         "written_to_wms_p50_ms": ms(relaying, 0.50), "written_to_wms_p99_ms": ms(relaying, 0.99),
+        **after_packing,
     }
+
+
+def _after_packing(conn: sa.Connection, cancel_arrived: dict[str, float]) -> dict[str, Any]:
+    """What became of the too-late cancels: their carrier interceptions (the bench's carrier is ZTO, which no API
+    intercepts: CS tasks) and their platform write-backs — withheld when the cancel was there first; one sent
+    before the cancel arrived went to the platform (the bench platform has no ship API: a dead letter there,
+    a shipment on a real platform, whose later cancel is an after-sales matter)."""
+    intercepts: dict[str, int] = {}
+    for status, response in conn.execute(sa.select(outbox.c.status, outbox.c.response).where(outbox.c.kind == "carrier.intercept")):
+        key = (response or {}).get("result") if status == "sent" else status
+        intercepts[str(key)] = intercepts.get(str(key), 0) + 1
+    withheld = before_cancel = other = 0
+    query = sa.select(outbox.c.order_id, outbox.c.status, outbox.c.response, outbox.c.created_at).where(outbox.c.kind == "platform.ship")
+    for oid, status, response, created_at in conn.execute(query):
+        if status == "sent" and "skipped" in (response or {}):
+            withheld += 1
+        elif created_at.timestamp() < cancel_arrived.get(oid, float("inf")):
+            before_cancel += 1
+        else:
+            other += 1
+    return {"carrier_intercepts": intercepts, "write_backs_withheld": withheld, "write_backs_before_the_cancel": before_cancel,
+            "write_backs_after_the_cancel_not_withheld": other}
 
 
 def _cancel_arrivals(conn: sa.Connection) -> dict[str, float]:
@@ -251,7 +276,8 @@ def _cancel_arrivals(conn: sa.Connection) -> dict[str, float]:
 
 
 async def _settled(engine: sa.Engine, count: int, timeout: float) -> None:
-    """Every message processed, every order cancelled or shipped (a too-late cancel ships), no instruction still waiting."""
+    """Every message processed, every order cancelled or shipped (a too-late cancel ships), no instruction, carrier
+    interception or write-back still waiting."""
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         with engine.connect() as conn:
@@ -259,6 +285,8 @@ async def _settled(engine: sa.Engine, count: int, timeout: float) -> None:
             waiting = conn.execute(sa.select(sa.func.count()).select_from(freeze_instructions)
                                    .where(freeze_instructions.c.outcome.in_(["pending", "frozen"]))).scalar_one()
             waiting += conn.execute(sa.select(sa.func.count()).select_from(inbox).where(inbox.c.status != "done")).scalar_one()
+            waiting += conn.execute(sa.select(sa.func.count()).select_from(outbox).where(
+                outbox.c.kind.in_(["carrier.intercept", "platform.ship"]), outbox.c.status.in_(["pending", "sending"]))).scalar_one()
         if done >= count and not waiting:
             return
         await asyncio.sleep(0.5)

@@ -35,6 +35,8 @@ from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.fulfillment import Fulfillment, WmsConfig
 from orderhub.services.intake import Intake
+from orderhub.services.late_cancels import KIND as INTERCEPT_KIND
+from orderhub.services.late_cancels import CarrierInterceptSender, ShipWriteBackGuard
 from orderhub.services.notifications import Notifier, RateLimits, seed_templates
 from orderhub.services.outbox import Relay
 from orderhub.services.processing import Processor
@@ -138,13 +140,21 @@ class Runtime:
             self.engine, [WmsConfig(w.name, w.base_url, w.app_key, w.app_secret, tuple(w.warehouses)) for w in f.wms],
             waybills=waybills, http=self.http, notifier=self.notifier, tracker=self.tracker, rules=self.rules,
             wake=self.notify_outbox, default_carrier=f.default_carrier, label_wait_s=f.label_wait_s, unwritten=self.writer.oldest_unwritten,
+            vault=self.vault,
         )
 
     def _senders(self) -> dict[str, Any]:
         """Who delivers each kind of outbox message (keyed by the kind's family: webhook, notify, wms …)."""
         senders: dict[str, Any] = {"webhook": WebhookSender(self.http, {name: (w.url, w.secret) for name, w in self.settings.webhooks.items()})}
-        # ship confirmations to the channels, sharing the adapters' access tokens with intake and pulls
-        senders["platform.ship"] = ShipSender(self.http, self.shops, adapters=self.channels.sources)
+        # ship confirmations to the channels, sharing the adapters' access tokens with intake and pulls; withheld
+        # for a package whose cancel is being intercepted at the carrier (services/late_cancels.py)
+        senders["platform.ship"] = ShipWriteBackGuard(self.engine, ShipSender(self.http, self.shops, adapters=self.channels.sources))
+        # parcels a cancel or a new address came too late for: SF's interception API, any other carrier a task for CS
+        cainiao = self.settings.fulfillment.cainiao
+        senders[INTERCEPT_KIND] = CarrierInterceptSender(
+            self.engine, self.http, {"SF": self.tracker.sf} if self.tracker.sf is not None else {},
+            return_to=cainiao.sender if cainiao else None, vault=self.vault, notifier=self.notifier,
+        )
         if self.fulfillment is not None:  # packages, freezes, unfreezes, address changes, cancels
             senders["wms"] = self.fulfillment.http_sender(self.http)
         if self.tracker.subscribing:

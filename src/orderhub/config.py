@@ -177,6 +177,7 @@ class SfSettings(BaseModel):
     checkword: str
     partner_id: str = ""
     base_url: str = "https://bspgw.sf-express.com"
+    monthly_card: str = ""  # 月结卡号: what an interception (EXP_RECE_WANTED_INTERCEPT) charges its extra leg to
 
 
 class CarrierSettings(BaseModel):

@@ -74,6 +74,13 @@ MESSAGE_CHANNELS = ("douyin", "youzan", "taobao", "pdd", "wechat_channels")  # a
 # The robots' per-minute limits are wall time; a day's alerts in a minute would trip them.
 LIMITS = {"channels": {"wecom": {"count": 600, "window_s": 60}, "dingtalk": {"count": 600, "window_s": 60}}}
 STALL_OF = {"no_first_scan": {"stall_no_first_scan"}, "stall_in_transit": {"stall_in_transit_24h", "stall_in_transit_48h"}}
+
+
+def stalls(parcel: Any) -> bool:
+    """The carrier plays this parcel a stall: drawn so, and not turned back by an interception first."""
+    return parcel.scenario in STALL_OF and parcel.intercept is None
+
+
 NORMAL_KINDS = {"collected", "in_transit", "out_for_delivery", "delivered"}
 TEARDOWN_S = 15.0
 
@@ -122,7 +129,7 @@ class Day:
 
     def stalls_flagged(self) -> bool:
         flagged = {w for w, in self.rows(sa.select(parcels.c.waybill_no).where(parcels.c.stall.is_not(None)))}
-        return all(p.waybill_no in flagged for p in list(self.sim.carriers.parcels.values()) if p.scenario in STALL_OF)
+        return all(p.waybill_no in flagged for p in list(self.sim.carriers.parcels.values()) if stalls(p))
 
     def newest(self, visible: list[m.SimOrder]) -> bool:
         rows = self.stored()
@@ -457,7 +464,10 @@ async def stalls_are_flagged_and_told(day: Day, evening: Evening) -> None:
     """A ticket for every parcel in trouble and none for the others, the order tagged, CS and the buyer told."""
     for waybill, parcel in evening.sim_parcels.items():
         kinds, troubles = evening.ticket_kinds(waybill), {s.kind for s in parcel.scans} - NORMAL_KINDS
-        if parcel.scenario in STALL_OF:
+        if parcel.intercept is not None:  # a late cancel SF took back: its drawn track was cut short by the way back
+            assert f"parcel_{parcel.scans[-1].kind}" in kinds and kinds <= STALL_OF.get(parcel.scenario, set()) | {f"parcel_{t}" for t in troubles}, (
+                waybill, parcel.scenario, kinds)
+        elif stalls(parcel):
             assert kinds and kinds <= STALL_OF[parcel.scenario], (waybill, parcel.scenario, kinds)
             assert "stalled" in evening.rows[evening.hub_parcels[waybill].order_id].tags
         else:  # a carrier-reported exception (a refused parcel also opens one as it comes back), or no alarm at all

@@ -374,6 +374,72 @@ async def test_a_relay_claims_only_kinds_it_has_a_sender_for(engine, clock):
     assert row(engine, wms)["response"] == {"accepted": wms} and row(engine, notify)["status"] == "pending"
 
 
+async def test_a_streaming_relay_sends_a_new_message_while_an_earlier_one_is_still_in_hand(engine, clock):
+    """The freeze lane: a freeze written while the WMS's answer to the one before is still being recorded goes at
+    once (run_forever would hold it until that round ended; on PostgreSQL under a peak, for 300-900 ms)."""
+    holding, release, sent = asyncio.Event(), asyncio.Event(), []
+
+    class AnswerRecordedSlowly:
+        async def send(self, message: OutboxMessage) -> dict[str, Any] | None:
+            sent.append(message.idempotency_key)
+            if message.idempotency_key == "freeze-1":
+                holding.set()
+                await release.wait()
+            return {"result": "frozen"}
+
+    first = put(engine, clock, "freeze-1", kind="wms.freeze", endpoint="wms-east")
+    wake = asyncio.Event()
+    relay = Relay(engine, {"wms.freeze": AnswerRecordedSlowly()}, clock=clock)
+    lane = asyncio.create_task(relay.run_streaming(idle_s=60.0, wake=wake))  # only the wake can bring the second one soon
+    try:
+        await asyncio.wait_for(holding.wait(), 10)
+        second = put(engine, clock, "freeze-2", kind="wms.freeze", endpoint="wms-east")
+        wake.set()
+        await _until(lambda: row(engine, second)["status"] == "sent", "the second freeze sent")
+        assert sent == ["freeze-1", "freeze-2"] and row(engine, first)["status"] == "sending"  # the first still in hand
+        release.set()
+        await _until(lambda: row(engine, first)["status"] == "sent", "the first freeze recorded")
+    finally:
+        lane.cancel()
+        with suppress(asyncio.CancelledError):
+            await lane
+    with engine.connect() as conn:
+        assert outbox_repo.counts(conn) == {"pending": 0, "sending": 0, "sent": 2, "dead": 0}
+
+
+async def test_a_streaming_relay_stopped_mid_send_leaves_the_message_to_be_sent_again_after_its_lease(engine, clock):
+    started = asyncio.Event()
+
+    class Hangs:
+        async def send(self, message: OutboxMessage) -> dict[str, Any] | None:
+            started.set()
+            await asyncio.Event().wait()
+            return None
+
+    mid = put(engine, clock, "freeze-9", kind="wms.freeze", endpoint="wms-east")
+    lane = asyncio.create_task(Relay(engine, {"wms.freeze": Hangs()}, clock=clock).run_streaming(idle_s=60.0))
+    await asyncio.wait_for(started.wait(), 10)
+    lane.cancel()
+    with suppress(asyncio.CancelledError):
+        await lane
+    assert row(engine, mid)["status"] == "sending"
+    clock.advance(120)  # past the lease: another relay takes it
+    assert (await Relay(engine, {"wms.freeze": _Ok()}, clock=clock).run_once()).sent == 1
+
+
+class _Ok:
+    async def send(self, message: OutboxMessage) -> dict[str, Any] | None:
+        return {"ok": True}
+
+
+async def _until(check: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{what}: not within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
 # -- PostgreSQL: concurrent relays ------------------------------------------------------------------------
 
 

@@ -5,7 +5,11 @@
   rotated by putting the new key first, running `orderhub pii rotate`, then dropping the old one.
 - Matching and search use HMAC-SHA256 keyed with ORDERHUB_HASH_KEY over the normalised phone and
   over its last 4 digits: equal phones give equal hashes, and without the key a hash cannot be
-  reversed by trying the 10^4 possible last-4 values (or every mobile number).
+  reversed by trying the 10^4 possible last-4 values (or every mobile number). An address a person
+  typed is hashed the same way, so two interceptions can tell two addresses apart without either
+  being stored in plaintext.
+- A message that must carry a street to its receiver (the WMS, a carrier) carries it sealed
+  (`sealed`: {"address_detail": …}); `open_address` puts it back into the body just before the send.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import hmac
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import orjson
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from orderhub.domain.pii import last4, normalize_phone
+from orderhub.domain.pii import SEALED, last4, normalize_phone
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,28 @@ class PiiVault:
         """Hash of the last 4 digits of a phone ("13800001234" or just "1234")."""
         digits = last4(phone) if phone and len(phone) > 4 else phone
         return self._hash(b"last4", digits) if digits and digits.isdigit() and len(digits) == 4 else None
+
+    def address_hash(self, address: Mapping[str, Any]) -> str:
+        """Hash of a whole plaintext address (its parts trimmed): the same address typed twice gives the same hash."""
+        parts = {str(k): str(v).strip() for k, v in address.items() if v is not None and str(v).strip()}
+        return self._hash(b"address", orjson.dumps(parts, option=orjson.OPT_SORT_KEYS).decode())
+
+    # -- messages to a receiver that needs the plaintext ----------------------------------------
+
+    def open_address(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`body` as its receiver must get it: the sealed street (`sealed`) put back as the `detail` of
+        `address` and of `recipient.address`, the token dropped. A body without one is returned as it is.
+        Raises PiiKeyError when the token cannot be opened (tampered, or sealed with a removed key)."""
+        if not body.get(SEALED):
+            return dict(body)
+        street = self.open(str(body[SEALED])).get("address_detail")
+        out = {k: v for k, v in body.items() if k != SEALED}
+        if isinstance(out.get("address"), Mapping):
+            out["address"] = {**out["address"], "detail": street}
+        recipient = out.get("recipient")
+        if isinstance(recipient, Mapping) and isinstance(recipient.get("address"), Mapping):
+            out["recipient"] = {**recipient, "address": {**recipient["address"], "detail": street}}
+        return out
 
 
 def _key_file(path: Path, make: object) -> str:

@@ -20,6 +20,7 @@ from orderhub.adapters.db import audit_repo, inventory_repo, outbox_repo
 from orderhub.adapters.db import fulfillment_repo as repo
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, UNDER_WAY, Action, InstructionKind, Outcome, PackageStatus, Plan, settle
+from orderhub.domain.pii import SEALED
 from orderhub.domain.status import Status
 from orderhub.services.interception import (
     ACTOR, EXPEDITE_PRIORITY, FREEZE_PRIORITY, OUTCOMES, Ctx, cancel_order, carrier_intercept, execute, lift_hold, locked_order,
@@ -117,6 +118,8 @@ def _follow_up(ctx: Ctx, order_id: str, iid: int, what: InstructionKind, code: s
         return
     if what is K.ADDRESS:
         payload = {**base, "address": detail.get("address") or order.address, "recipient": _recipient(order, detail), "unfreeze": True}
+        if detail.get(SEALED):
+            payload[SEALED] = detail[SEALED]  # the street CS typed, sealed: the WMS sender opens it (adapters/wms/orders.py)
         kind = "wms.address"
     else:
         payload = {**base, "remark": order.seller_remark, "buyer_message": order.buyer_message}

@@ -33,6 +33,7 @@ from orderhub.adapters.db import fulfillment_repo as repo
 from orderhub.adapters.db.outbox_repo import DeliveryError, OutboxMessage
 from orderhub.adapters.db.queries import local
 from orderhub.adapters.db.tables import order_lines, skus
+from orderhub.adapters.pii_crypto import PiiVault
 from orderhub.adapters.waybills.cainiao import CainiaoWaybills
 from orderhub.adapters.wms.orders import HttpWmsOrders, WmsCredentials
 from orderhub.domain.access import Actor, as_actor
@@ -74,11 +75,14 @@ class Fulfillment:
         notifier: Any = None, tracker: Any = None, rules: Any = None, wake: Callable[[], None] | None = None,
         default_carrier: str = "ZTO", clock: Callable[[], datetime] = _now, max_skew_s: float = 300.0, callback_threads: int = 2,
         label_grace_s: float = 0.05, label_wait_s: float = 1.0, unwritten: Callable[[], datetime | None] | None = None,
+        vault: PiiVault | None = None,
     ) -> None:
         """notifier: services.notifications.Notifier; tracker: services.tracking.Tracker; rules: services.rules.RuleBook
         (to tell whether a new address needs another warehouse); wake: thread-safe, wakes the outbox relay;
-        unwritten: when the oldest platform message this process accepted and has not committed yet arrived."""
+        unwritten: when the oldest platform message this process accepted and has not committed yet arrived;
+        vault: seals the addresses CS types and opens them in the WMS sender (docs/pii.md)."""
         self.engine = engine
+        self.vault = vault
         self.wms = {w.name: w for w in wms}
         self.waybills = waybills
         self.http = http
@@ -113,14 +117,17 @@ class Fulfillment:
 
     async def run_freeze_lane(self, sender: Sender, *, idle_s: float = 0.5, **relay_options: Any) -> None:
         """A relay of its own for freezes and expedites, woken by the transaction that wrote them: it never
-        waits behind a round of the main relay (hundreds of wms.order sends at a peak). Both relays may
-        take a freeze; the outbox lets one have it."""
-        lane = Relay(self.engine, {kind: sender for kind in interception.FAST_KINDS}, **relay_options)
+        waits behind a round of the main relay (hundreds of wms.order sends at a peak), nor behind the
+        recording of the freeze before it (it streams: `Relay.run_streaming`). Both relays may take a
+        freeze; the outbox lets one have it."""
+        threads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="freeze-lane")  # its claims queue behind nobody's
+        lane = Relay(self.engine, {kind: sender for kind in interception.FAST_KINDS}, executor=threads, **relay_options)
         self._lane = (lane, asyncio.get_running_loop(), asyncio.Event())
         try:
-            await lane.run_forever(idle_s, wake=self._lane[2])
+            await lane.run_streaming(idle_s, wake=self._lane[2])
         finally:
             self._lane = None
+            threads.shutdown(wait=False, cancel_futures=True)
 
     async def in_callback_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._callbacks, functools.partial(fn, *args))
@@ -138,7 +145,8 @@ class Fulfillment:
 
     def http_sender(self, http: httpx.AsyncClient) -> FulfillmentSender:
         """The relay's sender for `wms.*`: the HTTP adapter over every configured WMS, wrapped."""
-        return FulfillmentSender(self, HttpWmsOrders(http, {n: WmsCredentials(w.base_url, w.app_key, w.app_secret) for n, w in self.wms.items()}))
+        return FulfillmentSender(self, HttpWmsOrders(http, {n: WmsCredentials(w.base_url, w.app_key, w.app_secret) for n, w in self.wms.items()},
+                                                     vault=self.vault))
 
     # -- to the WMS --------------------------------------------------------------------------
 
@@ -280,7 +288,7 @@ class Fulfillment:
         now = self.clock()
         detail: dict[str, Any] = {"reason": reason}
         if address is not None:
-            detail["address"] = dict(address)
+            detail.update(interception.typed_address(self.vault, address))  # sealed before anything stores it
         if remark is not None:
             detail["remark"] = remark
         if kind == "address" and not detail.get("address"):
@@ -453,5 +461,5 @@ def instruction_json(row: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "id": row["id"], "order_id": row["order_id"], "kind": row["kind"], "source": row["source"], "outcome": row["outcome"],
         "requested_at": local(row["requested_at"]), "sent_at": local(row["sent_at"]), "answered_at": local(row["answered_at"]),
-        "resolved_by": row["resolved_by"], "detail": row["detail"],
+        "resolved_by": row["resolved_by"], "detail": interception.public_detail(row["detail"]),
     }

@@ -9,6 +9,11 @@ conflicting instruction within 15 s → a supervisor decides, nothing is sent. T
 frozen → cancelled with stock released / address updated then unfrozen / remark recorded;
 refused → a hold `intercept_pending` and a `carrier.intercept` request. Every step logs an order
 event; replays and late answers change nothing (conditional updates on the instruction's outcome).
+
+An address CS types is plaintext: `typed_address` turns it into the mask (what orders keep), a sealed
+street and a keyed hash before anything is stored. The instruction, the `wms.address` and
+`carrier.intercept` payloads carry the sealed street (`sealed`), opened by the sender only
+(adapters/wms/orders.py, PiiVault.open_address); the order takes the mask and its sealed PII the street.
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ import sqlalchemy as sa
 
 from orderhub.adapters.db import audit_repo, inventory_repo, outbox_repo
 from orderhub.adapters.db import fulfillment_repo as repo
+from orderhub.adapters.db.tables import orders
+from orderhub.adapters.pii_crypto import PiiKeyError, PiiVault
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.domain.fulfillment import (
     LIVE, Action, Earlier, InstructionKind, Outcome, PackageStatus, PackageView, Plan, decide,
 )
 from orderhub.domain.merge import Event, HoldCode
+from orderhub.domain.pii import SEALED, mask_address_detail
 from orderhub.domain.status import LABELS_ZH, Status, can_transition
 
 log = logging.getLogger(__name__)
@@ -49,6 +57,7 @@ class Service(Protocol):
     """What interception needs from the configured fulfillment (services/fulfillment.py)."""
 
     notifier: Any
+    vault: PiiVault | None  # seals what CS types (the new street) and opens it onto the order
 
     def queue_orders(self, conn: sa.Connection, order_ids: Iterable[str], now: datetime, *, priority: int | None = None) -> None: ...
     def reroutes(self, conn: sa.Connection, order: Any, packages: list[Any]) -> bool: ...
@@ -67,11 +76,37 @@ def serving(conn: sa.Connection) -> Service | None:
     return _serving.get(conn.engine)
 
 
+ADDRESS_HASH = "address_hash"  # instruction detail: the vault's keyed hash of the plaintext address CS typed
+
+
 def fingerprint(kind: InstructionKind, detail: Mapping[str, Any] | None) -> str:
-    """What an instruction asks for, so two different addresses conflict and the same one twice is a repeat."""
+    """What an instruction asks for, so two different addresses conflict and the same one twice is a repeat.
+    A typed address is known by the keyed hash of its plaintext (its stored mask hides the street); a
+    platform's address by its masks, which are all OrderHub has of it."""
     if kind is not K.ADDRESS or not detail or not detail.get("address"):
         return ""
+    if detail.get(ADDRESS_HASH):
+        return str(detail[ADDRESS_HASH])[:16]
     return hashlib.sha1(orjson.dumps(detail["address"], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def typed_address(vault: PiiVault | None, address: Mapping[str, Any]) -> dict[str, Any]:
+    """A new address a person typed, as an instruction's detail carries it: the street masked like the
+    orders' addresses, sealed (`sealed`: {"address_detail": …}) for the order and the senders, and the
+    whole address hashed with the vault's key for the conflict check (`address_hash`)."""
+    if vault is None:
+        raise PiiKeyError("no PII vault configured: a typed address cannot be sealed")
+    plain = {str(k): (v.strip() if isinstance(v, str) else v) for k, v in address.items()}
+    street = plain.get("detail") or None
+    detail: dict[str, Any] = {"address": {**plain, "detail": mask_address_detail(street)}, ADDRESS_HASH: vault.address_hash(plain)}
+    if street:
+        detail[SEALED] = vault.seal({"address_detail": street})
+    return detail
+
+
+def public_detail(detail: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """An instruction's detail as the API shows it: without the sealed street and the keyed hash."""
+    return None if detail is None else {k: v for k, v in detail.items() if k not in (SEALED, ADDRESS_HASH)}
 
 
 @dataclass(slots=True)
@@ -251,7 +286,9 @@ def _apply_here(ctx: Ctx, order: Any, iid: int, what: InstructionKind, detail: M
 def _update_fields(ctx: Ctx, order: Any, iid: int, what: InstructionKind, detail: Mapping[str, Any], *, reaudit: bool) -> None:
     """A CS change carries the new address / remark: the order takes it now (a platform's change is in it already)."""
     values: dict[str, Any] = {}
-    if what is K.ADDRESS and detail.get("address") and detail["address"] != order.address:
+    if what is K.ADDRESS and detail.get(SEALED):
+        values.update(_typed_address_of(ctx, order, detail))
+    elif what is K.ADDRESS and detail.get("address") and detail["address"] != order.address:
         values["address"] = dict(detail["address"])
     if what is K.REMARK and "remark" in detail and detail["remark"] != order.seller_remark:
         values["seller_remark"] = detail["remark"]
@@ -260,6 +297,19 @@ def _update_fields(ctx: Ctx, order: Any, iid: int, what: InstructionKind, detail
     if values:
         repo.save_order(ctx.conn, order, values, ctx.now, actor=ACTOR, kind="address_changed" if what is K.ADDRESS else "seller_remark",
                         reason=f"{'地址' if what is K.ADDRESS else '备注'}已更新（指令 #{iid}）", data={"instruction": iid})
+
+
+def _typed_address_of(ctx: Ctx, order: Any, detail: Mapping[str, Any]) -> dict[str, Any]:
+    """The order takes the mask; the typed street joins the buyer's other sealed PII (as order_actions.edit_address does)."""
+    vault = getattr(ctx.service, "vault", None)
+    if vault is None:
+        raise PiiKeyError("no PII vault configured: the sealed street of this instruction cannot be opened")
+    current = ctx.conn.execute(sa.select(orders.c.pii_sealed).where(orders.c.id == order.id)).scalar()
+    known = vault.open(current) if current else {}
+    typed = vault.open(str(detail[SEALED]))
+    if detail["address"] == order.address and known.get("address_detail") == typed.get("address_detail"):
+        return {}  # the address it has already
+    return {"address": dict(detail["address"]), "pii_sealed": vault.seal({**known, **typed})}
 
 
 def cancel_order(ctx: Ctx, order: Any, iid: int, reason: str) -> None:
@@ -296,12 +346,14 @@ def too_late(ctx: Ctx, order: Any, iid: int, what: InstructionKind, late: list[A
 
 def carrier_intercept(conn: sa.Connection, order_id: str, iid: int, what: InstructionKind | str, carrier: str | None, waybill_no: str,
                       package_no: int, detail: Mapping[str, Any], now: datetime) -> None:
-    """A `carrier.intercept` outbox row: 拦截退回 for a cancel, 改址 for an address. TODO(after-sales issue):
-    no carrier sender takes these yet; they wait in the outbox (visible there) until one is configured."""
+    """A `carrier.intercept` outbox row: 拦截退回 for a cancel, 改址 for an address. Sent by services/late_cancels.py:
+    SF through its interception API, any other carrier as a task for CS (the hold says so)."""
     cancel = InstructionKind(what) is K.CANCEL
     payload = {"action": "return" if cancel else "redirect", "carrier": carrier, "waybill_no": waybill_no, "order_id": order_id,
                "package_no": package_no, "instruction_id": str(iid), "address": None if cancel else detail.get("address"),
                "reason": detail.get("reason") or ("买家取消" if cancel else "收货地址变更")}
+    if not cancel and detail.get(SEALED):
+        payload[SEALED] = detail[SEALED]  # the typed street: the carrier sender opens it (PiiVault.open_address)
     outbox_repo.enqueue(conn, kind="carrier.intercept", endpoint=f"carrier:{carrier or 'unknown'}"[:64], payload=payload,
                         idempotency_key=outbox_key("carrier.intercept", iid, waybill_no), order_id=order_id, priority=FREEZE_PRIORITY, now=now)
 

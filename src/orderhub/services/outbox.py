@@ -15,9 +15,11 @@ every message's attempts.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -116,8 +118,10 @@ class Relay:
         self, engine: sa.Engine, senders: Mapping[str, Sender], *, batch_size: int = 100, lease: timedelta = timedelta(seconds=60),
         max_attempts: int = 10, base_delay_s: float = 2.0, max_delay_s: float = 600.0, breaker_fail_max: int = 5,
         breaker_reset_s: float = 30.0, clock: Callable[[], datetime] | None = None, concurrency: int = 16,
-        send_timeout_s: float = 30.0,
+        send_timeout_s: float = 30.0, executor: Executor | None = None,
     ) -> None:
+        """executor: the threads its claims and outcome writes run in (default: asyncio's, shared with every
+        other worker; the freeze lane has its own, so a claim never queues behind processing's threads)."""
         self.engine = engine
         self.senders = dict(senders)
         self.defer_people: Callable[[], bool] | None = None  # set by the runtime: the `defer_notifications` switch
@@ -129,6 +133,7 @@ class Relay:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._wait = backoff_wait(base_delay_s, max_delay_s)
         self._concurrency = asyncio.Semaphore(concurrency)
+        self._in_flight_max = concurrency
         # A refusal of one message (a 4xx) shows the endpoint is up: it does not count against the breaker.
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=breaker_fail_max, default_ttl=breaker_reset_s,
@@ -139,6 +144,7 @@ class Relay:
         self._trials: set[str] = set()  # half-open endpoints with their one trial message in flight
         self._pending: list[_Outcome] = []
         self._flush_lock = asyncio.Lock()
+        self._executor = executor
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -165,8 +171,61 @@ class Relay:
                         await wake.wait()
                 wake.clear()
 
+    async def run_streaming(self, idle_s: float = 0.5, wake: asyncio.Event | None = None) -> None:
+        """Relay until cancelled, claiming again as soon as `wake` is set, without waiting for the messages
+        of earlier claims to be sent and recorded (at most `concurrency` in flight). For a lane of urgent
+        messages (freezes): in `run_forever` a new one waits for the whole round before it — on PostgreSQL
+        under a peak, a freeze's recording (its own transaction, behind the WMS callbacks' locks) held
+        the round, and the freezes written meanwhile, for 300-900 ms."""
+        in_flight: set[asyncio.Task[_Outcome | None]] = set()
+        try:
+            while True:
+                room = self._in_flight_max - len(in_flight)
+                claimed = 0
+                if room > 0:
+                    try:
+                        messages = await self._in_thread(self._claim, room)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("outbox relay claim failed; trying again in %.1f s", idle_s)
+                        messages = []
+                    lease_until = self._clock() + self.lease
+                    for message in messages:
+                        task = asyncio.create_task(self._deliver(message, lease_until))
+                        in_flight.add(task)
+                        task.add_done_callback(in_flight.discard)
+                    claimed = len(messages)
+                if room > 0 and claimed >= room:
+                    continue  # a full claim: more may be due
+                await self._pause(idle_s, wake, in_flight if room <= 0 else ())  # every slot taken: until one is free
+        finally:
+            for task in in_flight:
+                task.cancel()
+            with suppress(Exception):
+                await asyncio.gather(*in_flight, return_exceptions=True)  # their rows stay `sending`: sent again after the lease
+            with suppress(Exception):
+                async with self._flush_lock:
+                    await self._flush()
+
+    @staticmethod
+    async def _pause(idle_s: float, wake: asyncio.Event | None, busy: Iterable[asyncio.Task[Any]]) -> None:
+        """Until `wake` is set (then cleared), one of `busy` ends, or `idle_s` has passed."""
+        woken = asyncio.ensure_future(wake.wait()) if wake is not None else None
+        waits = [*busy, *([woken] if woken is not None else [])]
+        try:
+            if waits:
+                await asyncio.wait(waits, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                await asyncio.sleep(idle_s)
+        finally:
+            if woken is not None:
+                woken.cancel()
+        if wake is not None:
+            wake.clear()
+
     async def run_once(self) -> RelayResult:
-        messages = await asyncio.to_thread(self._claim)
+        messages = await self._in_thread(self._claim)
         result = RelayResult(claimed=len(messages))
         if not messages:
             return result
@@ -187,13 +246,18 @@ class Relay:
 
     # -- one message ----------------------------------------------------------------------------
 
-    def _claim(self) -> list[OutboxMessage]:
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._executor is None:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    def _claim(self, limit: int | None = None) -> list[OutboxMessage]:
         # the peak's `defer_notifications` switch: messages to people wait, save the urgent ones (priority > 0:
         # the warehouse's freeze alert); they are claimed again once it is off
         deferred = PEOPLE_PREFIX if self.defer_people is not None and self.defer_people() else None
         with self.engine.begin() as conn:
-            return outbox_repo.claim(conn, limit=self.batch_size, lease=self.lease, now=self._clock(), kinds=list(self.senders),
-                                     defer_prefix=deferred)
+            return outbox_repo.claim(conn, limit=min(limit or self.batch_size, self.batch_size), lease=self.lease, now=self._clock(),
+                                     kinds=list(self.senders), defer_prefix=deferred)
 
     async def _deliver(self, message: OutboxMessage, lease_until: datetime) -> _Outcome | None:
         async with self._concurrency:
@@ -264,7 +328,7 @@ class Relay:
         if not batch:
             return
         try:
-            await asyncio.to_thread(self._write, batch)
+            await self._in_thread(self._write, batch)
         except Exception:  # rows stay `sending`; after the lease they are sent again (at least once)
             log.exception("could not record %d outbox outcomes; they will be retried after the lease", len(batch))
 

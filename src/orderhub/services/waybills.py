@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from orderhub.services.fulfillment import Fulfillment, WmsConfig
 
 P = PackageStatus
+
+log = logging.getLogger(__name__)
 
 
 async def answer(service: Fulfillment, wms: WmsConfig, event: dict[str, Any]) -> dict[str, Any]:
@@ -95,18 +98,32 @@ def _waybill_need(service: Fulfillment, wms: WmsConfig, code: str) -> tuple[dict
             sa.select(order_lines.c.order_id, order_lines.c.line_no, order_lines.c.title).where(order_lines.c.order_id.in_([m.id for m in members])))}
         weights = dict(conn.execute(sa.select(skus.c.code, skus.c.weight_g).where(skus.c.code.in_(sorted({r["sku"] for r in picks})))).all()) if picks else {}
     first = members[0]
-    buyer, address = first.buyer or {}, first.address or {}
-    recipient = {"name": buyer.get("name"), "mobile": buyer.get("phone"),
+    buyer, address = first.buyer or {}, dict(first.address or {})
+    # the label needs the receiver as typed: the buyer's sealed PII (a street CS typed, a decrypted phone) is
+    # opened here, for the 菜鸟 request only; the masks stand where nothing is sealed
+    plain = _opened(service, first.pii_sealed)
+    address["detail"] = plain.get("address_detail") or address.get("detail")
+    recipient = {"name": plain.get("name") or buyer.get("name"), "mobile": plain.get("phone") or buyer.get("phone"),
                  "address": {"province": address.get("province"), "city": address.get("city"), "district": address.get("district"),
                              "town": "", "detail": address.get("detail")}}
     if (first.pii or {}).get("oaid"):  # 淘宝: 菜鸟 decrypts the receiver from the OAID itself
         recipient.update(oaid=first.pii["oaid"], tid=first.original_id)
-    # a new address is a new label: the object id carries the address, so a repeat of the same one is the same waybill
+    # a new address is a new label: the object id carries (a hash of) the address, so a repeat of the same one is the same waybill
     where = hashlib.sha1(orjson.dumps(address, option=orjson.OPT_SORT_KEYS)).hexdigest()[:8]
     items = tuple((titles.get((m.id, r["line_no"]), r["sku"]), r["qty"]) for m in members for r in held.get(m.id, [])
                   if r["package_no"] == live[0].package_no)
     return None, WaybillOrder(f"{code}:{where}", live[0].carrier or service.default_carrier, first.channel,
                               tuple(m.original_id for m in members), items, sum(weights.get(r["sku"], 0) * r["qty"] for r in picks), recipient)
+
+
+def _opened(service: Fulfillment, sealed: str | None) -> dict[str, Any]:
+    if not sealed or service.vault is None:
+        return {}
+    try:
+        return service.vault.open(sealed)
+    except Exception:  # a key that was removed: the label gets the masks, and the log says why
+        log.warning("sealed buyer data of a package could not be opened; the waybill request carries the masks")
+        return {}
 
 
 def _store_waybill(service: Fulfillment, wms: WmsConfig, code: str, waybill: Waybill | None) -> dict[str, Any]:

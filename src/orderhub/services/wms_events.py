@@ -27,7 +27,7 @@ from orderhub.adapters.db.engine import is_deadlock
 from orderhub.adapters.db.tables import fulfillments, order_lines
 from orderhub.adapters.wms.stock import wms_signature
 from orderhub.domain.errors import ErrorCode, OrderHubError, SignatureError
-from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, PackageStatus
+from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, Outcome, PackageStatus
 from orderhub.domain.merge import HoldCode
 from orderhub.domain.status import LABELS_ZH, Status, can_transition
 from orderhub.services import freeze_answers, waybills
@@ -218,14 +218,21 @@ def _cancelled(conn: sa.Connection, wms: WmsConfig, orders: dict[str, Any], rows
 
 
 def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: int, now: datetime) -> None:
-    """A frozen package the WMS would not cancel (it says packed): it will ship, so intercept it at the carrier."""
+    """A frozen package the WMS would not cancel after all (it says packed): it will ship, so the cancel is too
+    late after all and the carrier is asked to bring the parcel back as soon as the ship event names its waybill."""
     rows = repo.packages_by_code(conn, code)
+    locked = repo.lock_orders(conn, sorted({r.order_id for r in rows}))  # the orders first: the global lock order
+    row = repo.instruction(conn, iid, lock=True)
+    if row is not None:
+        detail = dict(row.detail or {})
+        waiting = sorted({*(detail.get("awaiting_waybill") or ()), *(r.package_no for r in rows if r.order_id == row.order_id)})
+        repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail={**detail, "awaiting_waybill": waiting})
     for oid in sorted({r.order_id for r in rows}):
         repo.event(conn, oid, now, actor=f"wms:{rows[0].wms}", kind="intercept_too_late", reason=f"仓库拒绝取消包裹（指令 #{iid}）：已打包")
-        row = repo.lock_orders(conn, [oid])[oid]
-        holds = [*(row.holds or []), {"code": HoldCode.INTERCEPT_PENDING.value, "reason": "仓库拒绝取消：已打包，需快递拦截", "source": "fulfillment",
-                                      "instruction": iid}]
-        repo.save_order(conn, row, {"holds": holds}, now, actor="fulfillment", kind="hold_placed", reason="仓库拒绝取消：已打包")
+        order = locked[oid]
+        holds = [*(order.holds or []), {"code": HoldCode.INTERCEPT_PENDING.value, "reason": "仓库拒绝取消：已打包，发出后将申请快递拦截",
+                                        "source": "fulfillment", "instruction": iid}]
+        repo.save_order(conn, order, {"holds": holds}, now, actor="fulfillment", kind="hold_placed", reason="仓库拒绝取消：已打包")
 
 
 # -- shipping ----------------------------------------------------------------------------------------
@@ -243,6 +250,7 @@ def _shipped(conn: sa.Connection, service: Fulfillment, wms: WmsConfig, orders: 
     for r in rows:
         if P(r.status) is P.CANCELLED:
             repo.event(conn, r.order_id, now, actor=actor, kind="wms_shipped_cancelled", reason=f"仓库发出了已取消的包裹 {waybill}：请拦截")
+            freeze_answers.awaiting_waybill(conn, r.order_id, r.package_no, carrier, waybill, now)  # a refused wms.cancel's interception
         elif repo.move(conn, [(r.order_id, r.package_no)], P.SHIPPED, EVENT_MOVES["shipped"][1], now, carrier=carrier, waybill_no=waybill,
                        shipped_at=at, packed_at=sa.func.coalesce(f.packed_at, at)):
             shipped.append(r)

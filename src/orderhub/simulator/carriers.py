@@ -6,8 +6,11 @@ collected, collected late, silent in transit, refused, damaged, lost, a bad addr
 visible as simulated time passes them; `push` sends what is new, signed as each carrier signs:
 Kuaidi100 a form `param` (the whole track, newest first) + `sign` = UPPER(md5(param + salt)); SF
 only the new route nodes as JSON with msgDigest = base64(md5(body + checkword)) in the query
-string (OrderHub's assumption for SF, docs/logistics.md). Written apart from OrderHub's client
-ends (adapters/carriers): nothing here is shared with them.
+string (OrderHub's assumption for SF, docs/logistics.md). SF also takes interceptions
+(EXP_RECE_WANTED_INTERCEPT on the same signed /std/service): a parcel not yet signed for is turned
+back to the sender (退回) or sent on to a new address (转寄), and its track from then on says so; one it
+has not collected yet is turned back at pickup. Kuaidi100 only tracks: it has no interception.
+Written apart from OrderHub's client ends (adapters/carriers): nothing here is shared with them.
 """
 
 from __future__ import annotations
@@ -50,6 +53,18 @@ _CODES: dict[str, tuple[str, str, str, str]] = {
     "lost": ("2", "疑难", "70", "快件丢失，正在核实"),
     "customs": ("13", "清关异常", "70", "快件清关异常"),
 }
+# What an accepted interception does to the rest of a track: (kind, hours after the one before, text). A scan's
+# kind is the state it stands for, so the way back starts `returned` (退回) [U: SF's exact opCodes and remarks
+# for 拦截/转寄 are not in any source we read].
+_TURNED: dict[str, tuple[tuple[str, float, str | None], ...]] = {
+    "return": (("returned", 0.5, "应寄件人要求，快件已拦截，正在退回寄件人"), ("in_transit", 6.0, "快件退回途中，到达【{city}中转场】"),
+               ("returned", 12.0, "快件已退回寄件人，已签收")),
+    "redirect": (("in_transit", 0.5, "应寄件人要求，快件已改址，转寄至新地址"), ("in_transit", 6.0, None), ("out_for_delivery", 4.0, None),
+                 ("delivered", 2.0, None)),
+}
+_SF_INTERCEPT_SERVICE = {"1": "redirect", "2": "return"}  # serviceCode -> what SF does
+# the simulator's own refusals of an interception (SF's real errorCodes are not documented anywhere we read) [U]
+_SIGNED_FOR, _BACK_ALREADY, _BAD_SERVICE = ("8101", "快件已签收，无法拦截"), ("8102", "快件已退回，无法拦截"), ("8103", "不支持的拦截服务")
 
 
 def _beijing(unix: int) -> str:
@@ -88,10 +103,11 @@ class SimParcel:
     scans: list[SimScan]
     pushed: int = 0  # how many of the scans were delivered to OrderHub
     last_push: tuple[str, bytes, str] | None = field(default=None, repr=False)  # (path+query, body, content type)
+    intercept: dict[str, Any] | None = None  # an accepted interception: {action, at, destination}
 
     def as_dict(self) -> dict[str, Any]:
         return {"waybill_no": self.waybill_no, "carrier": self.carrier, "provider": self.provider, "shipped_at": self.shipped_at,
-                "scenario": self.scenario, "pushed": self.pushed,
+                "scenario": self.scenario, "pushed": self.pushed, "intercept": self.intercept,
                 "scans": [{"at": s.at, "time": _beijing(s.at), "kind": s.kind, "text": s.text, "city": s.city} for s in self.scans]}
 
 
@@ -150,7 +166,9 @@ class CarrierSim:
         # Kuaidi100 subscriptions (POST /kuaidi100/poll): waybill -> {company, callbackurl, salt, at}. A subscribed
         # parcel is pushed to its callback, signed with its salt; others go to target_url (subscribed elsewhere)
         self.subscriptions: dict[str, dict[str, Any]] = {}
-        self.stats = {"pushes": 0, "push_failures": 0, "queries": 0, "refused": 0, "subscriptions": 0}
+        self.stats = {"pushes": 0, "push_failures": 0, "queries": 0, "refused": 0, "subscriptions": 0, "intercepts": 0}
+        # SF interceptions of waybills it has not collected yet: applied when the parcel is handed over
+        self.awaiting_pickup: dict[str, dict[str, Any]] = {}
         # How the carriers behave (PUT /_sim/carriers/config): drawn tracks' hours × time_scale, how
         # often each scenario is drawn, and the push cadence (None: push_forever's own interval).
         self.time_scale = time_scale
@@ -194,7 +212,23 @@ class CarrierSim:
             parcel = SimParcel(waybill_no, carrier.upper(), provider or ("sf" if carrier.upper() == "SF" else "kuaidi100"),
                                shipped_at, scenario if scans is None else "scripted", made)  # fmt: skip
             self.parcels[waybill_no] = parcel
+            asked = self.awaiting_pickup.pop(waybill_no, None)
+            if asked is not None:  # intercepted before pickup: collected, then straight back (or on to the new address)
+                first = made[0] if made and made[0].kind == "collected" else SimScan(shipped_at + 1, "collected", _CODES["collected"][3], "杭州市")
+                parcel.scans = [first]
+                self._turn(parcel, asked, first.at)
             return parcel
+
+    def _turn(self, parcel: SimParcel, asked: dict[str, Any], at: int) -> None:
+        """The track after an accepted interception at `at`: what is visible stays, the rest is replaced."""
+        kept = [s for s in parcel.scans if s.at <= at]
+        city = kept[0].city if kept else "杭州市"
+        t = max([at, *(s.at for s in kept)])
+        for kind, hours, text in _TURNED[asked["action"]]:
+            t += max(1, int(hours * _H * self.time_scale))
+            kept.append(SimScan(t, kind, (text or _CODES[kind][3]).format(city=city), city))
+        parcel.scans = kept
+        parcel.intercept = {**asked, "applied_at": at}
 
     def visible(self, parcel: SimParcel) -> list[SimScan]:
         now = self.clock()
@@ -328,8 +362,8 @@ class CarrierSim:
             return {"result": False, "returnCode": "500", "message": "查询无结果，请隔段时间再查"}
         return self.kuaidi100_result(parcel, scans)
 
-    def sf_query(self, form: dict[str, str]) -> dict[str, Any]:
-        self.stats["queries"] += 1
+    def sf_service(self, form: dict[str, str]) -> dict[str, Any]:
+        """丰桥's /std/service: checked as SF checks it (partner, msgDigest), then the route query or an interception."""
         reply = {"apiResponseID": hashlib.md5(str(form).encode()).hexdigest().upper(), "apiErrorMsg": "", "apiResultData": None}
         msg_data, timestamp = form.get("msgData", ""), form.get("timestamp", "")
         if form.get("partnerID") != self.sf["partner_id"]:
@@ -337,16 +371,56 @@ class CarrierSim:
         if not hmac.compare_digest(_sf_api_digest(msg_data, timestamp, self.sf["checkword"]), form.get("msgDigest", "")):
             self.stats["refused"] += 1
             return {**reply, "apiResultCode": "A1006", "apiErrorMsg": "数字签名无效"}
-        if form.get("serviceCode") != "EXP_RECE_SEARCH_ROUTES":
+        try:
+            body = orjson.loads(msg_data) or {}
+        except orjson.JSONDecodeError:
+            body = None
+        if not isinstance(body, dict):
+            return {**reply, "apiResultCode": "A1001", "apiErrorMsg": "必传参数不可为空"}
+        if form.get("serviceCode") == "EXP_RECE_SEARCH_ROUTES":
+            data = self.sf_routes_of(body)
+        elif form.get("serviceCode") == "EXP_RECE_WANTED_INTERCEPT":
+            data = self.sf_intercept(body)
+        else:
             return {**reply, "apiResultCode": "A1004", "apiErrorMsg": "无对应服务权限"}
-        numbers = (orjson.loads(msg_data) or {}).get("trackingNumber") or []
+        return {**reply, "apiResultCode": "A1000", "apiResultData": orjson.dumps(data).decode()}
+
+    def sf_intercept(self, body: dict[str, Any]) -> dict[str, Any]:
+        """截单转寄/退回 of one waybill: accepted unless it is signed for or on its way back already; asked twice,
+        the same answer. A waybill not collected yet is turned back at pickup."""
+        self.stats["intercepts"] += 1
+        waybill, action = str(body.get("waybillNo") or ""), _SF_INTERCEPT_SERVICE.get(str(body.get("serviceCode") or ""))
+        if not waybill or action is None:
+            return _sf_refusal(*_BAD_SERVICE)
+        asked = {"action": action, "at": self.clock(), "destination": body.get("newDestAddress")}
+        with self._lock:
+            parcel = self.parcels.get(waybill)
+            if parcel is None:
+                self.awaiting_pickup.setdefault(waybill, asked)
+                return {"success": True, "errorCode": "S0000", "errorMsg": None, "msgData": None}
+            if parcel.intercept is not None:
+                return {"success": True, "errorCode": "S0000", "errorMsg": None, "msgData": None}  # asked again
+            seen = self.visible(parcel)
+            if seen and seen[-1].kind == "delivered":
+                return _sf_refusal(*_SIGNED_FOR)
+            if seen and seen[-1].kind in ("returned", "rejected"):
+                return _sf_refusal(*_BACK_ALREADY)
+            self._turn(parcel, asked, int(self.clock()))
+        return {"success": True, "errorCode": "S0000", "errorMsg": None, "msgData": None}
+
+    def sf_routes_of(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.stats["queries"] += 1
+        numbers = body.get("trackingNumber") or []
         resps = []
         for number in numbers[:10]:
             parcel = self.parcels.get(str(number))
             routes = self.sf_routes(parcel, self.visible(parcel), 1) if parcel else []
             resps.append({"mailNo": str(number), "routes": [{k: r[k] for k in ("acceptTime", "acceptAddress", "remark", "opCode")} for r in routes]})
-        data = {"success": True, "errorCode": "S0000", "errorMsg": None, "msgData": {"routeResps": resps}}
-        return {**reply, "apiResultCode": "A1000", "apiResultData": orjson.dumps(data).decode()}
+        return {"success": True, "errorCode": "S0000", "errorMsg": None, "msgData": {"routeResps": resps}}
+
+
+def _sf_refusal(code: str, message: str) -> dict[str, Any]:
+    return {"success": False, "errorCode": code, "errorMsg": message, "msgData": None}
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -371,7 +445,7 @@ def make_router(state: CarrierSim) -> APIRouter:
 
     @router.post("/sf/std/service")
     async def sf_service(request: Request) -> Response:
-        return _json(state.sf_query(await _form(request)))
+        return _json(state.sf_service(await _form(request)))
 
     return router
 

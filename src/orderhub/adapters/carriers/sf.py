@@ -1,10 +1,14 @@
-"""SF Express (顺丰/丰桥): the route push (`{"Body":{"WaybillRoute":[…]}}`) and the route query EXP_RECE_SEARCH_ROUTES.
+"""SF Express (顺丰/丰桥): the route push (`{"Body":{"WaybillRoute":[…]}}`), the route query EXP_RECE_SEARCH_ROUTES
+and the interception EXP_RECE_WANTED_INTERCEPT (截单转寄 / 退回: a parcel on its way sent back or to a new address).
 
 How SF signs a route push is not confirmed anywhere we could read (FORMATS.md §6). This module,
 and only this module, assumes the closest documented 丰桥 scheme: the legacy BSP `verifyCode`
 (base64 of the MD5 of the body followed by the checkword), sent as `msgDigest` in the query string
 or a header. The query API is signed as documented: msgDigest = base64(md5(urlencode(msgData +
-timestamp + checkword))), Java URLEncoder style. docs/logistics.md has the sources.
+timestamp + checkword))), Java URLEncoder style, and so is the interception, through the same
+`/std/service` (FORMATS.md documents no interception API: its fields come from SF's SDK request
+template 18.wanted_intercept.json as third-party code reproduces it, the service code values from
+one third-party SDK [C3/U]). docs/logistics.md has the sources.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import httpx
 import orjson
 
 from orderhub.adapters.carriers.base import clip, header, parse_local_time
+from orderhub.adapters.db.outbox_repo import DeliveryError
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, SignatureError
 from orderhub.domain.logistics import CarrierTrack, Scan, sf_state
 
@@ -33,6 +38,13 @@ DEFAULT_BASE_URL = "https://bspgw.sf-express.com"
 SERVICE_PATH = "/std/service"
 SEARCH_ROUTES = "EXP_RECE_SEARCH_ROUTES"
 MAX_PER_QUERY = 10  # 8003 查询单号超过最大限制
+INTERCEPT = "EXP_RECE_WANTED_INTERCEPT"
+# serviceCode of an interception: 1 转寄 (to a new address), 2 退回 (back to the sender) [C3: one third-party SDK]
+INTERCEPT_SERVICE = {"redirect": "1", "return": "2"}
+ROLE_SENDER = "1"  # who asks: the sender (寄方) [C3]
+PAY_SENDER_MONTHLY, PAY_SENDER_CASH = "4", "1"  # who pays the extra leg: the sender, on its monthly account or in cash [C3]
+# 统一接入平台 answers (丰桥 overview [C3]): worth another try later, the others need the account or the request fixed
+RETRY_API_CODES = {"A1002", "A1005", "A1009", "A1099"}  # timestamp expired, rate limited, service unreachable, system error
 
 
 def push_digest(body: bytes, checkword: str) -> str:
@@ -88,6 +100,27 @@ class SfConfig:
     checkword: str  # 校验码: signs pushes and queries
     partner_id: str = ""  # 顾客编码 (partnerID), for the query API
     base_url: str = DEFAULT_BASE_URL
+    monthly_card: str = ""  # 月结卡号: an interception's extra leg is charged to it (else the sender pays cash)
+
+
+@dataclass(frozen=True, slots=True)
+class InterceptAnswer:
+    """What SF said to an interception: accepted, or refused with its errorCode and errorMsg (signed for already, …)."""
+
+    accepted: bool
+    code: str
+    message: str
+
+
+def sf_address(address: Mapping[str, Any], contact: str | None = None, phone: str | None = None) -> dict[str, str]:
+    """OrderHub's address {province, city, district, detail} as SF's newDestAddress {province, city, county, address, contact, phone}."""
+    out = {"province": str(address.get("province") or ""), "city": str(address.get("city") or ""),
+           "county": str(address.get("district") or ""), "address": str(address.get("detail") or "")}
+    if contact:
+        out["contact"] = contact
+    if phone:
+        out["phone"] = phone
+    return out
 
 
 class Sf:
@@ -138,3 +171,52 @@ class Sf:
         except EnvelopeError as exc:
             raise FetchError(f"SF route query answer unreadable: {exc.message}", retryable=False) from None
         return tracks
+
+    def intercept_form(self, waybill_no: str, action: str, destination: Mapping[str, Any], timestamp: str | None = None,
+                       request_id: str | None = None) -> dict[str, str]:
+        """The signed form of one interception: `action` return (to `destination`, the sender's address) or redirect
+        (to the buyer's new address), as SF's template 18.wanted_intercept.json has it [C3]."""
+        body: dict[str, Any] = {
+            "waybillNo": waybill_no, "serviceCode": INTERCEPT_SERVICE[action], "role": ROLE_SENDER,
+            "payMode": PAY_SENDER_MONTHLY if self.config.monthly_card else PAY_SENDER_CASH,
+            "newDestAddress": dict(destination), "cancel": False,
+        }
+        if self.config.monthly_card:
+            body["monthlyCardNo"] = self.config.monthly_card
+        msg_data = orjson.dumps(body).decode()
+        timestamp = timestamp or str(int(time.time() * 1000))
+        return {
+            "partnerID": self.config.partner_id, "requestID": request_id or uuid.uuid4().hex, "serviceCode": INTERCEPT,
+            "timestamp": timestamp, "msgDigest": api_digest(msg_data, timestamp, self.config.checkword), "msgData": msg_data,
+        }  # fmt: skip
+
+    async def intercept(self, http: httpx.AsyncClient, waybill_no: str, action: str, destination: Mapping[str, Any], *,
+                        request_id: str | None = None) -> InterceptAnswer:
+        """Ask SF to send a parcel back (`return`) or to a new address (`redirect`). SF's own no (the parcel is signed
+        for, or past the point of no return) is an answer; a request SF could not take raises DeliveryError,
+        retryable for transport trouble, 5xx and the platform's passing errors (RETRY_API_CODES), final otherwise
+        (a wrong checkword or partner, a service not opened for the account)."""
+        if action not in INTERCEPT_SERVICE:
+            raise DeliveryError(f"SF interception: unknown action {action!r} (return | redirect)", retryable=False)
+        url = self.config.base_url.rstrip("/") + SERVICE_PATH
+        try:
+            response = await http.post(url, data=self.intercept_form(waybill_no, action, destination, request_id=request_id))
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"SF interception failed: {type(exc).__name__}: {exc}") from None
+        if response.status_code != 200:
+            raise DeliveryError(f"SF interception answered HTTP {response.status_code}",
+                                retryable=response.status_code >= 500 or response.status_code == 429)
+        try:
+            outer = orjson.loads(response.content)
+            code = str(outer.get("apiResultCode") or "")
+            if code != "A1000":
+                raise DeliveryError(f"SF refused the interception request: {code} {outer.get('apiErrorMsg') or ''}".rstrip(),
+                                    retryable=code in RETRY_API_CODES)
+            inner = orjson.loads(outer.get("apiResultData") or "{}")
+        except (orjson.JSONDecodeError, AttributeError):
+            raise DeliveryError("SF interception answer is not the documented JSON", retryable=False) from None
+        if not isinstance(inner, dict):
+            raise DeliveryError("SF interception answer is not the documented JSON", retryable=False)
+        if inner.get("success") is True:
+            return InterceptAnswer(True, str(inner.get("errorCode") or "S0000"), str(inner.get("errorMsg") or ""))
+        return InterceptAnswer(False, str(inner.get("errorCode") or ""), str(inner.get("errorMsg") or "SF refused the interception"))

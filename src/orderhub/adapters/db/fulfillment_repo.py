@@ -25,7 +25,7 @@ _i = freeze_instructions.c
 ORDER_COLUMNS = (
     orders.c.id, orders.c.channel, orders.c.shop_id, orders.c.original_id, orders.c.status, orders.c.version, orders.c.holds,
     orders.c.priority, orders.c.carrier, orders.c.warehouse, orders.c.merge_group, orders.c.address, orders.c.buyer,
-    orders.c.buyer_message, orders.c.seller_remark, orders.c.shipment, orders.c.pii, orders.c.audit_state,
+    orders.c.buyer_message, orders.c.seller_remark, orders.c.shipment, orders.c.pii, orders.c.audit_state, orders.c.pii_sealed,
 )
 
 
@@ -170,8 +170,8 @@ def insert_instruction(conn: sa.Connection, values: Mapping[str, Any]) -> int:
     return int(conn.execute(freeze_instructions.insert().values(**values).returning(_i.id)).scalar_one())
 
 
-def instructions_of(conn: sa.Connection, order_id: str) -> list[Any]:
-    return list(conn.execute(sa.select(freeze_instructions).where(_i.order_id == order_id).order_by(_i.id)))
+def instructions_of(conn: sa.Connection, order_id: str, *, lock: bool = False) -> list[Any]:
+    return list(conn.execute(_locked(conn, sa.select(freeze_instructions).where(_i.order_id == order_id).order_by(_i.id), lock)))
 
 
 def instruction(conn: sa.Connection, instruction_id: int, *, lock: bool = False) -> Any:

@@ -5,6 +5,9 @@
 `Sender` of the `wms.*` kinds: the outbox row's endpoint names the WMS, its payload is the
 request body, its idempotency key goes along as `Idempotency-Key`. What the WMS answers (for a
 freeze: `frozen` or `refused`) is the sender's response, kept on the outbox row.
+
+A new address CS typed is in the payload sealed (`sealed`, docs/pii.md): it is opened here, into the
+request body only, so the street is plaintext nowhere but in memory and on the wire to the WMS.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import httpx
 import orjson
 
 from orderhub.adapters.db.outbox_repo import DeliveryError, OutboxMessage
+from orderhub.adapters.pii_crypto import PiiKeyError, PiiVault
 from orderhub.adapters.wms.stock import wms_signature
+from orderhub.domain.pii import SEALED
 
 # outbox kind -> the path it is POSTed to ({code}: the WMS order code, also in the body as order_code)
 PATHS: dict[str, str] = {
@@ -54,10 +59,12 @@ class WmsOrders(Protocol):
 class HttpWmsOrders:
     """`POST {base}/orders` and `POST {base}/orders/{code}/{freeze|unfreeze|cancel|address|expedite}`."""
 
-    def __init__(self, http: httpx.AsyncClient, wms: Mapping[str, WmsCredentials], *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, http: httpx.AsyncClient, wms: Mapping[str, WmsCredentials], *, clock: Callable[[], float] = time.time,
+                 vault: PiiVault | None = None) -> None:
         self._http = http
         self._wms = dict(wms)
         self._clock = clock
+        self._vault = vault
 
     # -- the outbox Sender --------------------------------------------------------------------
 
@@ -95,7 +102,7 @@ class HttpWmsOrders:
         creds = self._wms.get(wms)
         if creds is None:
             raise DeliveryError(f"no WMS named {wms!r} is configured", retryable=False)
-        raw = orjson.dumps(body)
+        raw = orjson.dumps(self._opened(body))
         timestamp = str(int(self._clock()))
         headers = {
             "Content-Type": "application/json",
@@ -110,6 +117,18 @@ class HttpWmsOrders:
         except httpx.TransportError as exc:
             raise DeliveryError(f"{what}: {type(exc).__name__}: {exc}") from exc
         return _data(what, response)
+
+
+    def _opened(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with a sealed street opened (the WMS must deliver to it); no retry opens what the keys cannot."""
+        if not body.get(SEALED):
+            return body
+        if self._vault is None:
+            raise DeliveryError("the message carries a sealed address but no PII vault is configured", retryable=False)
+        try:
+            return self._vault.open_address(body)
+        except PiiKeyError as exc:
+            raise DeliveryError(f"the sealed address cannot be opened: {exc}", retryable=False) from None
 
 
 def _data(what: str, response: httpx.Response) -> dict[str, Any]:
