@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from orderhub.adapters.channels.base import PushMessage, ShopConfig
 from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
 from orderhub.adapters.db.engine import is_deadlock
-from orderhub.adapters.db.inbox import InboxRow, claim
-from orderhub.adapters.db.orders_repo import ConcurrentUpdate, WritePlan, load_identities, load_stored, write_plan
+from orderhub.adapters.db.inbox import InboxRow, claim, still_leased
+from orderhub.adapters.db.orders_repo import ConcurrentUpdate, LeaseLost, WritePlan, load_identities, load_stored, write_plan
 from orderhub.domain.errors import EnvelopeError, ErrorCode, FetchError, NormalizationError, OrderHubError
 from orderhub.domain.ids import customer_id, order_id
 from orderhub.domain.merge import Change, Outcome, StoredOrder, apply_snapshot, stored_after
@@ -108,6 +108,14 @@ class Processor:
         for attempt in range(5):
             try:
                 return await self._process(rows)
+            except LeaseLost as exc:
+                # A row's lease ran out mid-batch and another worker has it now: it writes that row, this
+                # batch goes again with the rows still ours (nothing was written: quarantine rows, events, once).
+                ours = await asyncio.to_thread(still_leased, self.engine, rows)
+                log.warning("%s; processing the %d rows still leased again", exc, len(ours))
+                if not ours:
+                    return BatchResult(outcomes=Counter({"taken_over": len(rows)}))
+                rows = ours
             except (ConcurrentUpdate, sa.exc.IntegrityError, sa.exc.OperationalError) as exc:
                 if isinstance(exc, sa.exc.OperationalError) and not is_deadlock(exc):
                     raise
@@ -164,9 +172,7 @@ class Processor:
                 messages = self.channels.parser(row.channel).parse_push(row.body)
                 return [_Item(row, seq, row.channel, m.shop_id, "message", m) for seq, m in enumerate(messages)]
             if kind == "message":
-                data = orjson.loads(row.body)
-                event_time = datetime.fromisoformat(data["event_time"]) if data.get("event_time") else None
-                message = PushMessage(data["shop_id"], data["original_id"], data["kind"], event_time, data["raw"])
+                message = PushMessage.from_dict(orjson.loads(row.body))
                 return [_Item(row, 0, row.channel, message.shop_id, "message", message)]
             if kind in ("pull", "file"):
                 raws = orjson.loads(row.body)["orders"]
@@ -397,11 +403,7 @@ class Processor:
         elif item.kind == "message":
             m: PushMessage = item.payload
             original_id = m.original_id
-            payload = orjson.dumps({
-                "shop_id": m.shop_id, "original_id": m.original_id, "kind": m.kind,
-                "event_time": m.event_time.isoformat() if m.event_time else None, "raw": m.raw,
-                "snapshot": snapshot,
-            })
+            payload = orjson.dumps({**m.as_dict(), "snapshot": snapshot})
         else:
             payload = orjson.dumps(item.payload)
             original_id = _guess_original_id(item.payload)
@@ -428,11 +430,12 @@ class Processor:
                 delay = min(300.0, 2.0 ** attempts)
                 batch.plan.inbox_retry.append({
                     "b_id": row.id, "b_attempts": attempts, "b_next": now + timedelta(seconds=delay), "b_error": batch.retry[row.id],
+                    "b_lease": row.lease_until,
                 })
                 result.retried += 1
                 continue
             outcome = min(outcomes, key=_OUTCOME_RANK.index) if outcomes else "empty"
-            batch.plan.inbox_done.append({"b_id": row.id, "b_outcome": outcome})
+            batch.plan.inbox_done.append({"b_id": row.id, "b_outcome": outcome, "b_lease": row.lease_until})
         return result
 
     @staticmethod

@@ -31,6 +31,9 @@ class InboxRow:
     meta: dict[str, Any] | None
     attempts: int
     received_at: datetime
+    # the lease this claim set: the batch's write is conditional on it, so a row another worker took over
+    # after the lease expired is written by one of the two only (adapters/db/orders_repo.py `LeaseLost`)
+    lease_until: datetime | None = None
 
 
 class InboxWriter:
@@ -168,7 +171,7 @@ def claim(engine: sa.Engine, limit: int, lease: timedelta = timedelta(minutes=2)
             .values(status="processing", lease_until=now + lease)
             .returning(
                 inbox.c.id, inbox.c.channel, inbox.c.shop_id, inbox.c.kind, inbox.c.body,
-                inbox.c.meta, inbox.c.attempts, inbox.c.received_at,
+                inbox.c.meta, inbox.c.attempts, inbox.c.received_at, inbox.c.lease_until,
             )
         ).all()
     rows = [InboxRow(*row) for row in claimed]
@@ -195,8 +198,10 @@ def insert_keyed(engine: sa.Engine, rows: list[dict[str, Any]], lease: timedelta
         insert = _insert_for(conn)(inbox).on_conflict_do_nothing(index_elements=[inbox.c.broker_key])
         inserted = conn.execute(insert.returning(inbox.c.id, inbox.c.broker_key), values).all()
     ids = {key: row_id for row_id, key in inserted}
+    # one row per key: the same message twice in one batch (a redelivery beside the original) is one row
     return [
-        InboxRow(ids[row["broker_key"]], row["channel"], row["shop_id"], row["kind"], row["body"], row.get("meta"), 0, row["received_at"])
+        InboxRow(ids.pop(row["broker_key"]), row["channel"], row["shop_id"], row["kind"], row["body"], row.get("meta"), 0, row["received_at"],
+                 now + lease)
         for row in rows if row["broker_key"] in ids
     ]
 
@@ -207,3 +212,13 @@ def _insert_for(conn: sa.Connection) -> Any:
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
+
+
+def still_leased(engine: sa.Engine, rows: list[InboxRow]) -> list[InboxRow]:
+    """Those of `rows` whose lease is still the one this worker's claim set (no other worker took them over)."""
+    if not rows:
+        return []
+    with engine.connect() as conn:
+        current = dict(conn.execute(sa.select(inbox.c.id, inbox.c.lease_until).where(inbox.c.id.in_([r.id for r in rows]),
+                                                                                   inbox.c.status == "processing")).all())
+    return [r for r in rows if r.id in current and current[r.id] == r.lease_until]

@@ -33,6 +33,11 @@ class ConcurrentUpdate(Exception):
     """Another writer changed an order this batch read; the batch is retried from the start."""
 
 
+class LeaseLost(Exception):
+    """An inbox row of the batch is no longer this worker's (its lease expired and another worker claimed it):
+    nothing of the batch is written; the rows still leased are processed again without it."""
+
+
 def load_stored(conn: sa.Connection, ids: Iterable[str]) -> dict[str, StoredOrder]:
     ids = list(ids)
     columns = (
@@ -179,6 +184,7 @@ def _insert(conn: sa.Connection, table: sa.Table) -> Any:
 
 
 def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
+    _finish_inbox(conn, plan, now)
     if plan.creates:
         rows = []
         for change, customer_id in plan.creates:
@@ -243,21 +249,22 @@ def write_plan(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
             row.setdefault("created_at", now)
             row.setdefault("status", "open")
         conn.execute(quarantine.insert(), plan.quarantined)
-    if plan.inbox_done:
-        conn.execute(
-            sa.update(inbox).where(inbox.c.id == sa.bindparam("b_id"))
-            .values(status="done", outcome=sa.bindparam("b_outcome"), processed_at=now, lease_until=None, error=None),
-            plan.inbox_done,
-        )
-    if plan.inbox_retry:
-        conn.execute(
-            sa.update(inbox).where(inbox.c.id == sa.bindparam("b_id"))
-            .values(
-                status="pending", attempts=sa.bindparam("b_attempts"), next_attempt_at=sa.bindparam("b_next"),
-                error=sa.bindparam("b_error"), lease_until=None,
-            ),
-            plan.inbox_retry,
-        )
+
+
+def _finish_inbox(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
+    """The batch's inbox rows done (or due again), first: each only while it still carries the lease the
+    batch's claim set, so of two workers holding one row (a lease expired mid-batch) one writes the batch."""
+    mine = sa.and_(inbox.c.id == sa.bindparam("b_id"), inbox.c.status == "processing",
+                   inbox.c.lease_until.is_not_distinct_from(sa.bindparam("b_lease", type_=inbox.c.lease_until.type)))
+    for rows, values in (
+        (plan.inbox_done, {"status": "done", "outcome": sa.bindparam("b_outcome"), "processed_at": now, "lease_until": None, "error": None}),
+        (plan.inbox_retry, {"status": "pending", "attempts": sa.bindparam("b_attempts"), "next_attempt_at": sa.bindparam("b_next"),
+                            "error": sa.bindparam("b_error"), "lease_until": None}),
+    ):
+        if rows:
+            written = conn.execute(sa.update(inbox).where(mine).values(**values), [{"b_lease": None, **row} for row in rows]).rowcount
+            if written != len(rows):
+                raise LeaseLost(f"{len(rows) - written} of {len(rows)} inbox rows were taken over by another worker")
 
 
 def _hand_over_to_audit(conn: sa.Connection, plan: WritePlan, now: datetime) -> None:
