@@ -198,14 +198,17 @@ class BrokerWorker:
         self.stats.messages += len(rows)
         self.stats.duplicates += len(good) - len(rows)
         if rows:
-            try:
-                await self.processor.process(rows)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # leased rows: the inbox sweep of any worker retries them after the lease
-                log.exception("processing a batch of partition %d failed; the inbox sweep retries it", partition)
+            await self._process(rows, f"a batch of partition {partition}")
             if self.on_batch is not None:
                 self.on_batch()
+
+    async def _process(self, rows: list[Any], what: str) -> None:
+        try:
+            await self.processor.process(rows)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # leased rows: the inbox sweep of any worker retries them after the lease
+            log.exception("processing %s failed; the inbox sweep retries it", what)
 
     async def _failed_insert(self, good: list[tuple[Delivery, Envelope]], exc: Exception) -> None:
         if not await asyncio.to_thread(_database_answers, self.engine):
@@ -226,10 +229,7 @@ class BrokerWorker:
                 continue
             await self.transport.ack([d])
             if rows:
-                try:
-                    await self.processor.process(rows)
-                except Exception:
-                    log.exception("processing a message failed; the inbox sweep retries it")
+                await self._process(rows, "a message")
 
     async def _dead_letter(self, d: Delivery, env: Envelope | None, reason: str) -> None:
         log.error("dead-lettering a message after %d deliveries: %s", d.attempts, reason)

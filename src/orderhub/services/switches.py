@@ -61,12 +61,12 @@ class Switches:
 
     def list(self) -> list[dict[str, Any]]:
         stored = {row["name"]: row for row in self._read()}
-        return [
-            {"name": name, "description": text, "on": bool(stored.get(name, {}).get("on", False)),
-             "mode": stored.get(name, {}).get("mode", AUTO), "reason": stored.get(name, {}).get("reason"),
-             "set_by": stored.get(name, {}).get("set_by"), "set_at": stored.get(name, {}).get("set_at")}
-            for name, text in SWITCHES.items()
-        ]
+        listed = []
+        for name, text in SWITCHES.items():
+            row = stored.get(name, {})
+            listed.append({"name": name, "description": text, "on": bool(row.get("on", False)), "mode": row.get("mode", AUTO),
+                           "reason": row.get("reason"), "set_by": row.get("set_by"), "set_at": row.get("set_at")})
+        return listed
 
     def set(self, name: str, on: bool, *, mode: str = MANUAL, actor: Actor = SYSTEM, reason: str | None = None) -> dict[str, Any]:
         if name not in SWITCHES:

@@ -72,10 +72,7 @@ class BrokerWriter:
             if messages:
                 out = []
                 for m in messages:
-                    data = orjson.dumps({
-                        "shop_id": m.shop_id, "original_id": m.original_id, "kind": m.kind,
-                        "event_time": m.event_time.isoformat() if m.event_time else None, "raw": m.raw,
-                    })
+                    data = orjson.dumps(m.as_dict())
                     env = Envelope(Envelope.new_key(), channel, m.shop_id, "message", received_at, data, meta)
                     out.append((partition_of(f"{channel}:{m.original_id}", partitions), env))
                 return out

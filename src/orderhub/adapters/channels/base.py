@@ -50,6 +50,16 @@ class PushMessage:
     event_time: datetime | None
     raw: dict[str, Any]
 
+    def as_dict(self) -> dict[str, Any]:
+        """The message as an inbox row or a broker envelope keeps it (read back by `from_dict`)."""
+        return {"shop_id": self.shop_id, "original_id": self.original_id, "kind": self.kind,
+                "event_time": self.event_time.isoformat() if self.event_time else None, "raw": self.raw}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PushMessage:
+        event_time = datetime.fromisoformat(data["event_time"]) if data.get("event_time") else None
+        return cls(data["shop_id"], data["original_id"], data["kind"], event_time, data["raw"])
+
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
