@@ -140,7 +140,7 @@ class Runtime:
             self.engine, [WmsConfig(w.name, w.base_url, w.app_key, w.app_secret, tuple(w.warehouses)) for w in f.wms],
             waybills=waybills, http=self.http, notifier=self.notifier, tracker=self.tracker, rules=self.rules,
             wake=self.notify_outbox, default_carrier=f.default_carrier, label_wait_s=f.label_wait_s, unwritten=self.writer.oldest_unwritten,
-            vault=self.vault,
+            vault=self.vault, in_broker=getattr(self.writer, "oldest_in_broker", None),  # scaled mode: a cancel still in the broker
         )
 
     def _senders(self) -> dict[str, Any]:

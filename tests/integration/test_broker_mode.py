@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 
 from broker_helpers import drop_broker_prefix
 from fakes import SHOP, FakeChannel, FakePlatform, fake_registry, push_body
-from orderhub.adapters.broker.envelope import Envelope
+from orderhub.adapters.broker.envelope import Envelope, partition_of
 from orderhub.adapters.db import leases
 from orderhub.adapters.db.inbox import insert_keyed
 from orderhub.adapters.db.tables import inbox, orders, quarantine
 from orderhub.bootstrap import Runtime
 from orderhub.config import BrokerSettings, Settings, ShopSettings
 from orderhub.domain.ids import order_id
+from orderhub.services import waybills
 
 pytestmark = pytest.mark.postgres
 
@@ -167,3 +169,35 @@ def test_a_redelivered_message_finds_its_inbox_row(postgres_url):
     assert [r.id for r in again] and len(again) == 1  # k1 was there: only k3 is new
     assert count(engine, sa.select(sa.func.count()).select_from(inbox)) == 3
     engine.dispose()
+
+
+async def test_the_label_gate_sees_a_cancel_still_in_the_broker_until_a_worker_has_inserted_it(postgres_url, broker_url, prefix, cleanup):
+    platform = FakePlatform()
+    api = Runtime(settings(postgres_url, broker_url, prefix), channels=fake_registry(platform))
+    await api.start(workers=False)
+    try:
+        platform.put("g1", status="cancelled")
+        before = datetime.now(UTC)
+        await push(api, {"id": "g1"})
+        mine = [("fake", "g1")]
+        others = [("fake", f"x{n}") for n in range(40) if partition_of(f"fake:x{n}", 4) != partition_of("fake:g1", 4)][:3]
+        arrived = await api.writer.oldest_in_broker(mine)
+        assert arrived is not None and before - timedelta(seconds=1) <= arrived <= datetime.now(UTC)
+        assert await api.writer.oldest_in_broker(others) is None  # other partitions hold nothing
+        gate = SimpleNamespace(in_broker=api.writer.oldest_in_broker)
+        assert await waybills._in_broker(gate, mine, datetime.now(UTC))  # the label waits
+        assert not await waybills._in_broker(gate, mine, before - timedelta(seconds=5))  # arrived after that cutoff
+        worker = Runtime(settings(postgres_url, broker_url, prefix), channels=fake_registry(platform), run_migrations=False)
+        await worker.start(workers=True, streams=False)
+        try:
+            await wait_for(lambda: count(api.engine, sa.select(sa.func.count()).select_from(inbox)) == 1)
+            for _ in range(100):  # acked right after the insert commits
+                if await api.writer.oldest_in_broker(mine) is None:
+                    break
+                await asyncio.sleep(0.05)
+            assert await api.writer.oldest_in_broker(mine) is None
+            assert not await waybills._in_broker(gate, mine, datetime.now(UTC))  # from here the inbox check sees it
+        finally:
+            await worker.stop()
+    finally:
+        await api.stop()

@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -75,12 +75,13 @@ class Fulfillment:
         notifier: Any = None, tracker: Any = None, rules: Any = None, wake: Callable[[], None] | None = None,
         default_carrier: str = "ZTO", clock: Callable[[], datetime] = _now, max_skew_s: float = 300.0, callback_threads: int = 2,
         label_grace_s: float = 0.05, label_wait_s: float = 1.0, unwritten: Callable[[], datetime | None] | None = None,
-        vault: PiiVault | None = None,
+        vault: PiiVault | None = None, in_broker: Callable[[list[tuple[str, str]]], Awaitable[datetime | None]] | None = None,
     ) -> None:
         """notifier: services.notifications.Notifier; tracker: services.tracking.Tracker; rules: services.rules.RuleBook
         (to tell whether a new address needs another warehouse); wake: thread-safe, wakes the outbox relay;
         unwritten: when the oldest platform message this process accepted and has not committed yet arrived;
-        vault: seals the addresses CS types and opens them in the WMS sender (docs/pii.md)."""
+        vault: seals the addresses CS types and opens them in the WMS sender (docs/pii.md); in_broker (scaled mode):
+        when the oldest message still in the broker for these orders (channel, original id) arrived."""
         self.engine = engine
         self.vault = vault
         self.wms = {w.name: w for w in wms}
@@ -96,6 +97,7 @@ class Fulfillment:
         # the label gate (services/waybills.py): how long a label request waits for earlier platform messages
         self.label_grace_s, self.label_wait_s = label_grace_s, label_wait_s
         self.unwritten = unwritten or (lambda: None)
+        self.in_broker = in_broker
         # WMS callbacks (a burst: five per package) get threads of their own, so they queue among
         # themselves instead of taking every worker thread the platform cancels and the relay need.
         self._callbacks = ThreadPoolExecutor(max_workers=callback_threads, thread_name_prefix="wms-callbacks")

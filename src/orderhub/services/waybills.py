@@ -38,7 +38,7 @@ async def answer(service: Fulfillment, wms: WmsConfig, event: dict[str, Any]) ->
     before the request is processed (a cancel among them is an instruction by then), then no label
     while an instruction for the package is under way (409: the WMS holds the box; the freeze is coming)."""
     code = str(event.get("order_code") or "")
-    known, wanted = await service.in_callback_thread(_waybill_need, service, wms, code)
+    known, wanted, keys = await service.in_callback_thread(_waybill_need, service, wms, code)
     waybill = None
     if known is None:
         if service.waybills is None or service.http is None:
@@ -55,9 +55,24 @@ async def answer(service: Fulfillment, wms: WmsConfig, event: dict[str, Any]) ->
         if service.label_wait_s > 0:
             await asyncio.sleep(service.label_grace_s)  # what was received before now is committed by then
         cutoff = service.clock() if service.label_wait_s > 0 and loop.time() < deadline else None
+        if cutoff is not None and await _in_broker(service, keys, cutoff):
+            continue  # scaled mode: a message for these orders is still in the broker
         granted = await service.in_callback_thread(_grant, service, wms, code, waybill, cutoff)
         if granted is not None:
             return granted
+
+
+async def _in_broker(service: Fulfillment, keys: list[tuple[str, str]], cutoff: datetime) -> bool:
+    """Is a message received by `cutoff` for one of these orders (channel, original id) still in the broker, not yet
+    in the inbox? Only in scaled mode; a broker that does not answer holds no label (the freeze still catches a cancel)."""
+    if service.in_broker is None or not keys:
+        return False
+    try:
+        oldest = await service.in_broker(keys)
+    except Exception as exc:
+        log.warning("the label gate could not ask the broker (%s: %s); granting on what the database shows", type(exc).__name__, exc)
+        return False
+    return oldest is not None and oldest <= cutoff
 
 
 def _grant(service: Fulfillment, wms: WmsConfig, code: str, waybill: Waybill | None, cutoff: datetime | None) -> dict[str, Any] | None:
@@ -82,16 +97,19 @@ def _hold_label(conn: sa.Connection, code: str, order_ids: list[str]) -> None:
                                     "order_code")
 
 
-def _waybill_need(service: Fulfillment, wms: WmsConfig, code: str) -> tuple[dict[str, Any] | None, WaybillOrder | None]:
+def _waybill_need(service: Fulfillment, wms: WmsConfig, code: str) -> tuple[dict[str, Any] | None, WaybillOrder | None, list[tuple[str, str]]]:
+    """The waybill the package has (a retry), or what 菜鸟 needs for a new one; and the package's orders as
+    (channel, original id), the broker's partition keys."""
     with service.engine.begin() as conn:
         orders, rows = repo.locked_by_code(conn, wms.name, code)
         live = [r for r in rows if P(r.status) is not P.CANCELLED]
         if not live:
             raise OrderHubError(ErrorCode.ORDER_STATE, f"package {code} was cancelled: no waybill", "order_code")
         _hold_label(conn, code, sorted({r.order_id for r in live}))
-        if live[0].waybill_no:  # asked again (a retry, a replay): the same waybill
-            return {"carrier": live[0].carrier, "waybill_no": live[0].waybill_no}, None
         members = [orders[oid] for oid in sorted({r.order_id for r in live})]
+        keys = [(m.channel, m.original_id) for m in members]
+        if live[0].waybill_no:  # asked again (a retry, a replay): the same waybill
+            return {"carrier": live[0].carrier, "waybill_no": live[0].waybill_no}, None, keys
         held = inventory_repo.active_reservations(conn, [m.id for m in members])
         picks = [r for m in members for r in held.get(m.id, []) if r["package_no"] == live[0].package_no]
         titles = {(row.order_id, row.line_no): row.title for row in conn.execute(
@@ -113,7 +131,8 @@ def _waybill_need(service: Fulfillment, wms: WmsConfig, code: str) -> tuple[dict
     items = tuple((titles.get((m.id, r["line_no"]), r["sku"]), r["qty"]) for m in members for r in held.get(m.id, [])
                   if r["package_no"] == live[0].package_no)
     return None, WaybillOrder(f"{code}:{where}", live[0].carrier or service.default_carrier, first.channel,
-                              tuple(m.original_id for m in members), items, sum(weights.get(r["sku"], 0) * r["qty"] for r in picks), recipient)
+                              tuple(m.original_id for m in members), items, sum(weights.get(r["sku"], 0) * r["qty"] for r in picks),
+                              recipient), keys
 
 
 def _opened(service: Fulfillment, sealed: str | None) -> dict[str, Any]:

@@ -8,7 +8,9 @@ Every transport offers the same few operations to the intake and the workers:
   to one worker at a time (the caller holds the partition's lease);
 - `ack` after the batch's inbox rows committed; `retry` to have a batch delivered again later;
 - `dead_letter` moves a poison message to the dead-letter subject / stream and acks it;
-- `lag()` counts messages accepted and not yet acknowledged by a worker.
+- `lag()` counts messages accepted and not yet acknowledged by a worker;
+- `oldest_pending(partition)` says when the oldest message of a partition still in the broker
+  arrived, for the label gate (docs/fulfillment.md): a cancel still in the broker holds the label.
 
 Partition n is subject `<prefix>.inbox.<n>` of one work-queue stream on NATS, stream key
 `<prefix>:inbox:<n>` with one consumer group on Redis, partition n of topic `<prefix>.inbox` on Kafka.
@@ -22,10 +24,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from faststream import AckPolicy
+
+from orderhub.adapters.broker.envelope import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class Transport:
     async def retry(self, deliveries: list[Delivery], delay_s: float) -> None: ...
     async def dead_letter(self, delivery: Delivery, reason: str) -> None: ...
     async def lag(self) -> int: ...
+    async def oldest_pending(self, partition: int) -> datetime | None: ...
     async def ping(self) -> bool: ...
 
     def render_url(self) -> str:
@@ -164,6 +170,20 @@ class NatsTransport(Transport):
         js = self.broker.config.connection_state.stream
         infos = await asyncio.gather(*(js.consumer_info(self.stream, self.durable(p)) for p in range(self.partitions)))
         return sum(info.num_pending + info.num_ack_pending for info in infos)
+
+    async def oldest_pending(self, partition: int) -> datetime | None:
+        """A work-queue stream keeps a message until it is acked: the partition's first one is the oldest pending."""
+        from nats.js.errors import NotFoundError
+
+        js = self.broker.config.connection_state.stream
+        try:
+            msg = await js.get_msg(self.stream, seq=1, subject=self.subject(partition), next=True)
+        except NotFoundError:
+            return None
+        try:
+            return Envelope.decode(msg.data or b"").received_at
+        except ValueError:  # a poison message waiting for its dead letter: as old as the stream says
+            return msg.time
 
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)
@@ -319,6 +339,15 @@ class RedisTransport(Transport):
             total += int(await client.xlen(self.key(partition)))  # acked entries are deleted: what is left is not done
         return total
 
+    async def oldest_pending(self, partition: int) -> datetime | None:
+        """Acked entries are deleted: the stream's first entry is the oldest pending. Its id is the XADD time in ms
+        (FastStream's own framing wraps the envelope), a few ms after the intake received the message."""
+        first = await self.broker._connection.xrange(self.key(partition), count=1)
+        if not first:
+            return None
+        entry_id = first[0][0].decode() if isinstance(first[0][0], bytes) else str(first[0][0])
+        return datetime.fromtimestamp(int(entry_id.split("-")[0]) / 1000, UTC)
+
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)
 
@@ -394,6 +423,9 @@ class KafkaTransport(Transport):
 
     async def lag(self) -> int:
         return 0  # consumer-group lag is read from Kafka's own tooling (kafka-consumer-groups)
+
+    async def oldest_pending(self, partition: int) -> datetime | None:
+        return None  # not known here: on Kafka the label gate sees only what the workers have inserted (docs/scaling.md)
 
     async def ping(self) -> bool:
         return await self.broker.ping(timeout=2.0)

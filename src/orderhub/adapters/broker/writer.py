@@ -53,12 +53,18 @@ class BrokerWriter:
         self.rows_written += len(envelopes)
 
     def oldest_unwritten(self) -> datetime | None:
-        """Only this API node's in-flight publishes: workers in other processes cannot see them (the
-        label gate's wait for an unwritten cancel covers embedded mode; docs/scaling.md)."""
+        """This API node's in-flight publishes (what other nodes publish, the gate sees in the broker: `oldest_in_broker`)."""
         try:
             return min(self._unwritten)
         except ValueError:
             return None
+
+    async def oldest_in_broker(self, keys: list[tuple[str, str]]) -> datetime | None:
+        """When the oldest message still in the broker, in the partitions of these orders (channel, original id),
+        arrived: the label gate's view of what the workers have not inserted yet (a cancel on its way)."""
+        partitions = sorted({partition_of(f"{channel}:{original_id}", self.transport.partitions) for channel, original_id in keys})
+        found = await asyncio.gather(*(self.transport.oldest_pending(p) for p in partitions))
+        return min((t for t in found if t is not None), default=None)
 
     def _split(
         self, channel: str, shop_id: str | None, kind: str, body: bytes, meta: dict[str, Any] | None, received_at: datetime,
