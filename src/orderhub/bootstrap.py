@@ -28,6 +28,7 @@ from orderhub.adapters.waybills.cainiao import CainiaoSettings, CainiaoWaybills
 from orderhub.adapters.webhooks import WebhookSender
 from orderhub.adapters.wms.stock import HttpWmsStock
 from orderhub.config import Settings
+from orderhub.services import retention
 from orderhub.services.audit import Auditor
 from orderhub.services.broker_worker import BrokerWorker
 from orderhub.services.switches import LagWatcher, Switches
@@ -256,7 +257,7 @@ class Runtime:
 
     def _start_duties(self) -> None:
         """Work that one process of the fleet does: pulls, stock sync, tracking sweeps, WMS
-        reconciliation and the lag watcher that flips the degradation switches."""
+        reconciliation, the lag watcher that flips the degradation switches, and the retention sweep."""
         if self._duty_tasks:
             return
         duties = [
@@ -266,6 +267,7 @@ class Runtime:
                                       defer_polls=lambda: self.switches.is_on("defer_tracking_polls")), "orderhub-tracking"),
             (LagWatcher(self.switches, self.lag, self.settings.degrade.lag_threshold).run_forever(self.settings.degrade.check_interval_s),
              "orderhub-lag-watcher"),
+            (retention.run_forever(self.engine, self.settings.retention), "orderhub-retention"),
         ]
         if self.fulfillment is not None:
             duties.append((self.fulfillment.run_forever(self.settings.fulfillment.reconcile_interval_s), "orderhub-fulfillment-reconcile"))

@@ -130,6 +130,17 @@ class DegradeSettings(BaseModel):
     check_interval_s: float = 5.0
 
 
+class RetentionSettings(BaseModel):
+    """How long finished operational rows stay (services/retention.py); 0 keeps them for ever."""
+
+    inbox_days: float = Field(30.0, ge=0)  # raw platform messages, once processed
+    outbox_days: float = Field(30.0, ge=0)  # sent WMS / carrier / platform / webhook messages
+    notifications_days: float = Field(365.0, ge=0)  # sent notifications: the order page's history of what the buyer was told
+    jobs_days: float = Field(90.0, ge=0)  # finished back-test and import jobs
+    interval_s: float = Field(3600.0, gt=0)
+    chunk: int = Field(5000, ge=1)  # rows per delete statement (one short transaction each)
+
+
 class SmsGatewaySettings(BaseModel):
     url: str
     app_key: str
@@ -205,6 +216,7 @@ class Settings(BaseModel):
     broker_url: str | None = None  # nats://… | redis://… | kafka://… : scaled mode; unset: embedded (database inbox)
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     degrade: DegradeSettings = Field(default_factory=DegradeSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     pii_key: str | None = None
     hash_key: str | None = None
     host: str = "127.0.0.1"

@@ -1,4 +1,4 @@
-"""`orderhub switches` and `orderhub fleet`: the peak's controls from the command line, on the database directly."""
+"""`orderhub switches`, `orderhub fleet` and `orderhub prune`: the peak's controls and the retention sweep from the command line, on the database directly."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from orderhub.config import load_settings
 from orderhub.entrypoints.cli import CONFIG, _Group, database, main
 from orderhub.domain.access import Actor
 from orderhub.entrypoints.cli_audit import ACTOR
+from orderhub.services import retention
 from orderhub.services.switches import SWITCHES, Switches
 
 
@@ -59,3 +60,17 @@ def fleet(config: Path | None) -> None:
         click.echo(f"{w['id']:<40} seen {queries.local(w['seen_at'])} partitions {mine}{duty}  {w['stats'] or ''}")
     if not workers:
         click.echo("no live workers (embedded mode runs its workers inside `orderhub serve`)")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would go; delete nothing.")
+@CONFIG
+def prune(dry_run: bool, config: Path | None) -> None:
+    """Delete finished operational rows past their retention (settings `retention`; `orderhub serve` does it hourly)."""
+    settings = load_settings(config).retention
+    with database(config) as engine:
+        counts = retention.prune(engine, settings, dry_run=dry_run)
+    for name, n in counts.items():
+        click.echo(f"{name:<14} {n} {'would be deleted' if dry_run else 'deleted'}")
+    if not counts:
+        click.echo("every retention is 0: nothing is ever deleted")
