@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
+import { JDM_CHILDREN, JDM_ZH } from './src/i18n/jdm';
 
 const outDir = fileURLToPath(new URL('../src/orderhub/entrypoints/api/console_dist', import.meta.url));
 
@@ -25,8 +26,33 @@ function precompress(): Plugin {
   };
 }
 
+/** The rule editor in the console's language: jdm-editor has no translation hook, so each of its label literals
+ * that src/i18n/jdm.ts translates (as a display prop — children, title, label … — or one of JDM_CHILDREN) becomes a
+ * call of `jdmText`. Identifiers (`name`, `key`, `type`, `value` …) are never touched. */
+function jdmI18n(): Plugin {
+  const props = 'children|label|title|placeholder|left|okText|cancelText|displayName|shortDescription|tagline|message|description';
+  const asProp = new RegExp(`\\b(${props})(\\s*:\\s*)"([^"\\n]+)"`, 'g');
+  const asChild = /(\n\s*)"([^"\n]+)"(\s*,?\s*\n)/g;
+  const helper = fileURLToPath(new URL('./src/i18n/jdm.ts', import.meta.url));
+  return {
+    name: 'orderhub-jdm-i18n',
+    apply: 'build',
+    transform(code, id) {
+      if (!/@gorules[\\/]jdm-editor[\\/]dist[\\/]index\.js$/.test(id)) return null;
+      let count = 0;
+      const call = (text: string) => { count += 1; return `__orderhubJdmText(${JSON.stringify(text)})`; };
+      const out = code
+        .replace(asProp, (all, prop, colon, text) => (text in JDM_ZH ? `${prop}${colon}${call(text)}` : all))
+        .replace(asChild, (all, before, text, after) => (JDM_CHILDREN.includes(text) ? `${before}${call(text)}${after}` : all))
+        .replace('? "Nodes" : "Graph"', () => `? ${call('Nodes')} : ${call('Graph')}`); // the first tab's title (a `name` prop)
+      this.info(`jdm-editor: ${count} labels routed through the i18n layer`);
+      return { code: `import { jdmText as __orderhubJdmText } from ${JSON.stringify(helper)};\n${out}`, map: null };
+    },
+  };
+}
+
 export default defineConfig({
-  plugins: [react(), precompress()],
+  plugins: [react(), precompress(), jdmI18n()],
   base: '/',
   resolve: {
     alias: [

@@ -116,7 +116,9 @@ def test_ops_edits_a_rule_in_the_jdm_editor_dry_runs_and_publishes_it(visit, con
     page = seen.page
     page.goto(f"{console.base_url}/rules")
     page.get_by_test_id("ruleset-priority").click()
-    page.get_by_text("Edit Table").first.click()
+    page.get_by_text("编辑表格").first.click()  # the editor's own labels, through the console's i18n (console/src/i18n/jdm.ts)
+    page.get_by_text("添加行").first.wait_for()
+    assert page.get_by_test_id("jdm-editor").get_by_text("Add row", exact=True).count() == 0
     cell = page.locator(".grl-dt__cell__input").filter(has_text=re.compile(r"^20$")).first
     cell.click()
     page.keyboard.press("Control+A")
@@ -261,6 +263,8 @@ def test_english_switch_changes_the_labels_and_is_remembered(visit, console, scr
                              "Audit log", "Users", "Quarantine"]
     page.goto(f"{console.base_url}/orders")
     page.get_by_placeholder("Start date").wait_for()  # antd's strings follow (en_US)
+    page.goto(f"{console.base_url}/rules")
+    page.get_by_text("Edit Table").first.wait_for()  # and the rule editor's (console/src/i18n/jdm.ts)
     page.reload()
     assert "Orders" in menu_of(page)
     page.get_by_test_id("lang-toggle").get_by_text("中文").click()

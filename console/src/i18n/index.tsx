@@ -5,13 +5,14 @@ import dayjs from 'dayjs';
 import 'dayjs/locale/zh-cn';
 import zh from './zh';
 import en from './en';
+import { LANG_KEY } from './lang';
 
 export type Lang = 'zh' | 'en';
 export type MessageKey = keyof typeof zh;
 type Vars = Record<string, string | number | null | undefined>;
 
 const DICTIONARIES: Record<Lang, Record<MessageKey, string>> = { zh, en };
-export const LANG_KEY = 'orderhub.lang';
+export { LANG_KEY };
 
 function initialLang(): Lang {
   const saved = localStorage.getItem(LANG_KEY);

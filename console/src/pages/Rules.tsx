@@ -227,7 +227,7 @@ function DiffPanel({ name, set }: { name: string; set: RuleSetSummary }) {
 }
 
 export default function Rules() {
-  const { t, label } = useI18n();
+  const { t, label, lang } = useI18n();
   const { can, me } = useAuth();
   const { message, modal } = App.useApp();
   const sets = useApi((signal) => api<{ rule_version: string; sets: RuleSetSummary[] }>('/rules', { signal }), []);
@@ -334,7 +334,7 @@ export default function Rules() {
           onPointerDownCapture={() => { touched.current = true; }} onKeyDownCapture={() => { touched.current = true; }}>
           {content ? (
             <JdmConfigProvider>
-              <DecisionGraph key={editorKey} value={content} disabled={!can('rules:write')}
+              <DecisionGraph key={`${editorKey}-${lang}`} value={content} disabled={!can('rules:write')}
                 onChange={onEdit} />
             </JdmConfigProvider>
           ) : version.error ? <ErrorState error={version.error} /> : <Empty />}
