@@ -184,7 +184,7 @@ async def test_the_label_gate_sees_a_cancel_still_in_the_broker_until_a_worker_h
         arrived = await api.writer.oldest_in_broker(mine)
         assert arrived is not None and before - timedelta(seconds=1) <= arrived <= datetime.now(UTC)
         assert await api.writer.oldest_in_broker(others) is None  # other partitions hold nothing
-        gate = SimpleNamespace(in_broker=api.writer.oldest_in_broker)
+        gate = SimpleNamespace(in_broker=api.writer.oldest_in_broker, label_wait_s=1.0)
         assert await waybills._in_broker(gate, mine, datetime.now(UTC))  # the label waits
         assert not await waybills._in_broker(gate, mine, before - timedelta(seconds=5))  # arrived after that cutoff
         worker = Runtime(settings(postgres_url, broker_url, prefix), channels=fake_registry(platform), run_migrations=False)

@@ -71,13 +71,7 @@ class Hub:
     logins: dict[str, dict[str, str]]
 
     async def arrive(self, *orders: NormalizedOrder) -> float:
-        """Push the orders as the platform would; returns when the push was acknowledged (wall time)."""
-        for order in orders:
-            self.channel.orders[order.original_id] = order
-        body = push_body(*({"id": o.original_id, "updated": int((o.updated_at - T0).total_seconds()) - 41} for o in orders))
-        await self.rt.intake.accept_push("fake", {"x-sign": FakeChannel.sign(body)}, body)
-        self.rt.notify_work()
-        return datetime.now(UTC).timestamp()
+        return await arrive(self.rt, self.channel, *orders)
 
     def order(self, oid: str) -> Any:
         with self.rt.engine.connect() as conn:
@@ -130,6 +124,16 @@ class Hub:
     async def control(self, path: str) -> None:
         async with httpx.AsyncClient(base_url=self.sim_url) as client:
             (await client.post(path)).raise_for_status()
+
+
+async def arrive(rt: Runtime, channel: StoredOrdersChannel, *orders: NormalizedOrder) -> float:
+    """Push the orders as the platform would; returns when the push was acknowledged (wall time)."""
+    for order in orders:
+        channel.orders[order.original_id] = order
+    body = push_body(*({"id": o.original_id, "updated": int((o.updated_at - T0).total_seconds()) - 41} for o in orders))
+    await rt.intake.accept_push("fake", {"x-sign": FakeChannel.sign(body)}, body)
+    rt.notify_work()
+    return datetime.now(UTC).timestamp()
 
 
 async def until(check: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:

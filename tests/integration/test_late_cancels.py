@@ -4,7 +4,6 @@ sender, and the platform is not told a cancelled parcel shipped — no dead lett
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,8 +15,10 @@ import sqlalchemy as sa
 
 from auth_helpers import secured_app, user_headers
 from factories import T0
-from fakes import SHOP, FakeChannel, StoredOrdersChannel, push_body
+from fakes import SHOP, StoredOrdersChannel
 from servers import serve_app
+from test_fulfillment import arrive
+from test_fulfillment import until as _until
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import inventory_repo
 from orderhub.adapters.db.tables import freeze_instructions, order_events, orders, outbox
@@ -65,10 +66,7 @@ class Hub:
     client: httpx.AsyncClient
 
     async def arrive(self, order: NormalizedOrder) -> None:
-        self.channel.orders[order.original_id] = order
-        body = push_body({"id": order.original_id, "updated": int((order.updated_at - T0).total_seconds()) - 41})
-        await self.rt.intake.accept_push("fake", {"x-sign": FakeChannel.sign(body)}, body)
-        self.rt.notify_work()
+        await arrive(self.rt, self.channel, order)
 
     def rows(self, query: sa.Select) -> list[Any]:
         with self.rt.engine.connect() as conn:
@@ -109,22 +107,13 @@ class Hub:
         await until(lambda: self.order(oid)["status"] == "shipped", what=f"{oid} shipped in OrderHub")
 
 
+async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    return await _until(check, timeout, what)  # the carrier's way back takes longer than the WMS's steps
+
+
 async def _shipped(hub: Hub, oid: str) -> dict[str, Any] | None:
     found = await hub.at_wms(oid)
     return found if found and found["status"] == "shipped" else None
-
-
-async def until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
