@@ -67,8 +67,9 @@ async def _in_broker(service: Fulfillment, keys: list[tuple[str, str]], cutoff: 
     in the inbox? Only in scaled mode; a broker that does not answer holds no label (the freeze still catches a cancel)."""
     if service.in_broker is None or not keys:
         return False
-    try:  # bounded: a broker that hangs must not hold the WMS's packing bench
-        oldest = await asyncio.wait_for(service.in_broker(keys), timeout=max(0.2, service.label_wait_s))
+    bound = max(0.2, service.label_wait_s)  # a broker that hangs must not hold the WMS's packing bench
+    try:
+        oldest = await asyncio.wait_for(service.in_broker(keys), timeout=bound)
     except Exception as exc:
         log.warning("the label gate could not ask the broker (%s: %s); granting on what the database shows", type(exc).__name__, exc)
         return False
