@@ -10,9 +10,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+
+from orderhub.adapters.db import migrate
+from orderhub.adapters.db.engine import create_engine
 
 FIXTURES = Path(__file__).parent / "fixtures" / "platforms"
 PG_ADMIN = os.environ.get("ORDERHUB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -74,6 +78,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
     finally:
         drop_pg_database(admin, url)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Any]:
+    """An engine on `database_url` with the schema migrated to head (a module may define its own `engine`)."""
+    migrate.upgrade(database_url)
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

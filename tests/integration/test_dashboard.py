@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
 from factories import make_order
-from orderhub.adapters.db import dashboard_queries, migrate, queries
-from orderhub.adapters.db.engine import create_engine
+from orderhub.adapters.db import dashboard_queries, queries
 from orderhub.adapters.db.orders_repo import WritePlan, write_plan
 from orderhub.adapters.db.tables import fulfillments, order_events, parcels
 from orderhub.domain.merge import apply_snapshot, content_hash
@@ -21,13 +18,6 @@ DAY = date(2025, 3, 18)
 START = datetime(2025, 3, 17, 16, 0, tzinfo=UTC)  # 2025-03-18 00:00 in Asia/Shanghai
 SLA = timedelta(hours=48)
 
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[sa.Engine]:
-    migrate.upgrade(database_url)
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def store(engine: sa.Engine, *specs: tuple[str, str, Status, float, float | None, tuple[str, ...]]) -> None:

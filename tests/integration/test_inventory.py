@@ -11,8 +11,6 @@ import pytest
 import sqlalchemy as sa
 
 from orderhub.adapters.db import inventory_repo as inv
-from orderhub.adapters.db import migrate
-from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.tables import reservations, stock, stock_ledger
 from orderhub.domain.errors import ErrorCode, OrderHubError
 from orderhub.domain.inventory import Pick
@@ -20,13 +18,6 @@ from orderhub.domain.inventory import Pick
 NOW = datetime(2025, 3, 18, 2, 0, tzinfo=UTC)
 EAST, SOUTH = "WH-EAST", "WH-SOUTH"
 
-
-@pytest.fixture
-def engine(database_url):
-    migrate.upgrade(database_url)
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def receive(engine, *rows: tuple[str, str, int]) -> None:

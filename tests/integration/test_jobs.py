@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from orderhub.adapters.db import jobs_repo, migrate
-from orderhub.adapters.db.engine import create_engine
+from orderhub.adapters.db import jobs_repo
 from orderhub.adapters.db.inbox import claim
 from orderhub.adapters.db.tables import jobs
 from orderhub.bootstrap import Runtime
@@ -36,13 +35,6 @@ def pos_file(n: int, *, bad: set[int] = frozenset()) -> bytes:
     lines += [f"JOB-{i:05d},{at},{at},SKU-1,咖啡,1,18.00,{'99.00' if i in bad else '18.00'}" for i in range(n)]
     return ("\n".join(lines) + "\n").encode()
 
-
-@pytest.fixture
-def engine(database_url):
-    migrate.upgrade(database_url)
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def eventually(probe, what: str, timeout: float = 10.0):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from auth_helpers import secured_app, user_headers
-from factories import T0
 from fakes import SHOP, StoredOrdersChannel
 from servers import serve_app
-from test_fulfillment import arrive
+from test_fulfillment import TEE, arrive
+from test_fulfillment import build as fulfillment_order
 from test_fulfillment import until as _until
 from orderhub.adapters.channels.registry import ChannelRegistry
 from orderhub.adapters.db import inventory_repo
@@ -27,7 +27,7 @@ from orderhub.config import (
     CainiaoSettings, CarrierSettings, FulfillmentSettings, NotificationSettings, Settings, SfSettings, ShopSettings, WmsEndpointSettings,
 )
 from orderhub.domain.ids import order_id
-from orderhub.domain.order import Address, Amounts, Buyer, Line, NormalizedOrder
+from orderhub.domain.order import NormalizedOrder
 from orderhub.domain.status import Status
 from orderhub.entrypoints.api.fulfillment_routes import build_fulfillment_router
 from orderhub.entrypoints.api.tracking_routes import build_tracking_router
@@ -38,22 +38,13 @@ from orderhub.simulator.carriers import DEMO_SF
 from orderhub.simulator.state import Simulator
 from orderhub.simulator.wms import DEMO_WMS_APP
 
-TEE = "TS-TEE01-WH-L"
 FAST = {"accept_s": 0.05, "pack_s": 0.2, "ship_s": 0.2, "pickers": 2, "jitter": 0.0}
 WAREHOUSE = {"name": "华东仓", "mobile": "13800000000", "address": {"province": "上海", "city": "上海市", "district": "青浦区", "detail": "华志路1号"}}
 
 
 def build(oid: str, *, status: Status = Status.PAID, updated: int = 0, vip: bool = False) -> NormalizedOrder:
     """A paid order; a V5 buyer's goes by SF (the default carrier rules), anyone else's by ZTO."""
-    order = NormalizedOrder(
-        channel="fake", shop_id=SHOP.shop_id, original_id=oid, status=status, platform_status={"s": status.value},
-        created_at=T0, paid_at=T0 + timedelta(seconds=41), updated_at=T0 + timedelta(seconds=41 + updated),
-        amounts=Amounts(goods=11980, discount=0, shipping=0, paid=11980, discount_shop=0, discount_platform=0),
-        lines=(Line(TEE, "测试纯棉T恤", 2, 5990, 11980, platform_sku_id="P-TEE", platform_line_id="0"),),
-        address=Address("浙江省", "杭州市", "西湖区", "测试路***"), buyer=Buyer(f"open-{oid}", "张*", "138****0000", "V5" if vip else None), raw={"id": oid},
-    )
-    order.check()
-    return order
+    return fulfillment_order(oid, status=status, updated=updated, level="V5" if vip else None)
 
 
 @dataclass

@@ -87,13 +87,6 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-@pytest.fixture
-def engine(database_url):
-    migrate.upgrade(database_url)
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
 
 @pytest.fixture
 async def receiver():

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from orderhub.adapters.db import migrate
-from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.tables import inbox, jobs, outbox
 from orderhub.config import RetentionSettings
 from orderhub.entrypoints.cli import main
@@ -18,13 +15,6 @@ from orderhub.services import retention
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
-
-@pytest.fixture
-def engine(database_url):
-    migrate.upgrade(database_url)
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
 
 
 def seed(engine: sa.Engine, now: datetime = NOW) -> None:
