@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from orderhub.adapters.db import inventory_repo
 from orderhub.adapters.db import fulfillment_repo as repo
 from orderhub.adapters.db.tables import order_lines, skus
+from orderhub.adapters.pii_crypto import PiiKeyError
 from orderhub.adapters.waybills.cainiao import Waybill, WaybillOrder
 from orderhub.domain.errors import ErrorCode, FetchError, OrderHubError
 from orderhub.domain.fulfillment import InstructionKind, Outcome, PackageStatus
@@ -141,7 +142,7 @@ def _opened(service: Fulfillment, sealed: str | None) -> dict[str, Any]:
         return {}
     try:
         return service.vault.open(sealed)
-    except Exception:  # a key that was removed: the label gets the masks, and the log says why
+    except PiiKeyError:  # a key that was removed: the label gets the masks, and the log says why
         log.warning("sealed buyer data of a package could not be opened; the waybill request carries the masks")
         return {}
 
