@@ -178,8 +178,8 @@ def pii_view(request: Request, value: object) -> object:
 
 
 def pii_view_orders(request: Request, items: list[dict]) -> list[dict]:
-    """Orders store masks only; an address a person typed in an interception is the exception, so the
-    buyer's address and customer block are masked for callers without `pii:read`."""
+    """Orders store masks only (an address a person types is masked before it is stored, its street sealed);
+    the buyer's address and customer block are still redacted for callers without `pii:read`, in depth."""
     principal: Principal | None = request.scope.get(PRINCIPAL)
     if principal is not None and principal.may(Permission.PII_READ):
         return items

@@ -37,7 +37,8 @@ class InterceptRequest(BaseModel):
     kind: Literal["cancel", "address", "remark", "expedite"]
     reason: str = Field(min_length=1, description="why (on the instruction, in the warehouse alert and the event log)")
     actor: str = Field("api", max_length=48, description=schemas.ACTOR_NOTE)
-    address: NewAddress | None = Field(None, description="kind=address: the new address")
+    address: NewAddress | None = Field(None, description="kind=address: the new address (its street is sealed at rest: only the WMS, "
+                                                          "SF and 菜鸟 requests carry it in plaintext; GET /interceptions shows the mask)")
     remark: str | None = Field(None, description="kind=remark: the new seller remark")
 
 
@@ -87,7 +88,9 @@ def build_fulfillment_router(runtime: Any) -> APIRouter:
         )
         return JsonResponse(result, status_code=202 if result.get("action") == "freeze" else 200)
 
-    @router.get("/interceptions", tags=["fulfillment"], summary="Freeze instructions, newest first", responses=ERRORS)
+    @router.get("/interceptions", tags=["fulfillment"], summary="Freeze instructions, newest first", responses=ERRORS,
+                description="Each instruction's `detail`: reason, a new address as its mask (never the sealed street or its hash), "
+                            "the WMS's answers, and for one that came too late the carrier's answer per waybill (`carrier`).")
     async def interceptions(
         request: Request,
         outcome: Annotated[str | None, Query(description="pending | frozen | refused | supervisor | applied | too_late")] = None,
@@ -97,7 +100,7 @@ def build_fulfillment_router(runtime: Any) -> APIRouter:
     ) -> JsonResponse:
         before = int(cursor) if cursor and cursor.isdigit() else None
         page = await asyncio.to_thread(service().list_interceptions, outcome=outcome, order_id=order_id, limit=limit, before_id=before)
-        return JsonResponse({**page, "items": pii_view(request, page["items"])})  # a new address is what a person typed
+        return JsonResponse({**page, "items": pii_view(request, page["items"])})  # masked already; redacted once more for callers without pii:read
 
     @router.post("/interceptions/{instruction_id}/resolve", tags=["fulfillment"], summary="A supervisor decides a conflicting instruction",
                  responses=ERRORS)
