@@ -346,18 +346,20 @@ def _scalar(engine: sa.Engine, query: Any) -> Any:
 
 
 def drained(stack: Stack, expected: int) -> bool:
+    # The broker first: a worker acks a batch after inserting its inbox rows, so once the broker is empty
+    # every message is in the inbox, and the counts below see it (read the other way round, a batch inserted
+    # and acked between the two reads would pass as drained with its rows still open).
+    if stack.broker_url:
+        broker = stack.health().get("broker") or {}
+        if broker.get("lag") != 0:
+            return False
     try:
         stored = _scalar(stack.engine, sa.select(sa.func.count()).select_from(orders))
         open_rows = _scalar(stack.engine, sa.select(sa.func.count()).select_from(inbox).where(inbox.c.status != "done"))
         unaudited = _scalar(stack.engine, sa.select(sa.func.count()).select_from(orders).where(orders.c.audit_state == "pending"))
     except sa.exc.OperationalError:  # the database is being restarted
         return False
-    if stored < expected or open_rows or unaudited:
-        return False
-    if stack.broker_url:
-        broker = stack.health().get("broker") or {}
-        return broker.get("lag") == 0
-    return True
+    return stored >= expected and not open_rows and not unaudited
 
 
 def wait_drained(stack: Stack, expected: int, timeout: float = 90.0) -> float:
