@@ -141,6 +141,12 @@ def _broker(kind: str, url: str) -> str:
     return url
 
 
+@pytest.fixture
+def redis_url() -> str:
+    """The machine's Redis (tests isolate themselves by key)."""
+    return _broker("redis", REDIS_URL)
+
+
 @pytest.fixture(params=["nats", "redis"])
 def broker_url(request: pytest.FixtureRequest) -> str:
     """The machine's NATS JetStream and Redis, each in turn (tests isolate themselves by prefix)."""

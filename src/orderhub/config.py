@@ -208,6 +208,8 @@ class AuthSettings(BaseModel):
     login_max_failures: int = 10  # failed logins of one username from one client address …
     login_window_s: float = 300.0  # … within this window: further attempts get 429 until it passes
     track_per_minute: int = 20  # public tracking requests per client address and minute
+    # where those counts live: memory:// (this process) or redis://host:port/db, shared by every API node
+    track_limit_storage: str = "memory://"
 
 
 class Settings(BaseModel):

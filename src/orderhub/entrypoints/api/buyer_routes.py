@@ -59,7 +59,7 @@ class Buyer(BaseModel):
 
 def build_buyer_router(runtime: Runtime) -> APIRouter:
     router = APIRouter(prefix="/api/v1")
-    limiter = RateLimiter(runtime.settings.auth.track_per_minute, 60.0)
+    limiter = RateLimiter(runtime.settings.auth.track_per_minute, 60, storage=runtime.settings.auth.track_limit_storage)
 
     def rate_limited(request: Request) -> None:
         # a dependency: counted before the query is validated, so malformed guesses count too
