@@ -249,3 +249,51 @@ async def test_a_frozen_package_the_wms_then_will_not_cancel_is_intercepted_at_s
     assert asked["response"]["result"] == "accepted" and "SF7000000001" in hub.sim.carriers.awaiting_pickup
     assert hub.instruction("V3")["detail"]["awaiting_waybill"] == [] and "wms_shipped_cancelled" in hub.events("V3")
     assert hub.outbox("platform.ship", "V3") == []  # a cancelled package is not written back as shipped
+
+
+# -- a merged package (合单): the other order in the box ships once ----------------------------------------
+
+
+async def _merged_and_picking(hub: Hub) -> dict[str, Any]:
+    hub.sim.wms.flow.configure({"pack_s": 30})
+    await arrive(hub.rt, hub.channel, fulfillment_order("W1", buyer="open-w"), fulfillment_order("W2", buyer="open-w"))
+    await until(lambda: [r for r in hub.rows(sa.select(orders.c.status).where(orders.c.id.in_([order_id("fake", "W1"), order_id("fake", "W2")])))
+                         if r["status"] == "picking"] and len(hub.sim.wms.flow.orders) == 1, what="one merged box, picking")
+    assert hub.order("W1")["merge_group"] and hub.order("W1")["merge_group"] == hub.order("W2")["merge_group"]
+    [box] = hub.sim.wms.flow.orders.values()
+    return box
+
+
+def _boxes_with(hub: Hub, oid: str) -> list[Any]:
+    return [o for o in hub.sim.wms.flow.orders.values() if any(line.get("order_id") == order_id("fake", oid) for line in o.body["lines"])]
+
+
+async def test_a_merged_box_the_wms_will_not_cancel_ships_the_other_order_once_and_is_not_brought_back(hub):
+    box = await _merged_and_picking(hub)
+    hub.sim.wms.flow.cancel = lambda code, body: {"order_code": code, "result": "refused", "status": "packed"}  # type: ignore[method-assign]
+    await hub.arrive(fulfillment_order("W1", buyer="open-w", status=Status.CANCELLED, updated=60))
+    await until(lambda: "intercept_too_late" in hub.events("W1"), what="the refused wms.cancel recorded")
+    # the other order was not sent a second time: its goods are in the box that will ship
+    assert len(_boxes_with(hub, "W2")) == 1 and "wms_cancel_refused" in hub.events("W2") and "wms_resent" not in hub.events("W2")
+    assert hub.order("W2")["holds"] in (None, [])
+    [hold] = hub.order("W1")["holds"]
+    assert hold["code"] == "intercept_pending" and "合单" in hold["reason"]
+    assert hub.instruction("W1")["outcome"] == "too_late" and "after_cancel" not in hub.instruction("W1")["detail"]
+    status, _ = await hub.sim.wms.flow.call(box, "shipped", {"waybill_no": "ZTO7000000001", "carrier": "ZTO"})
+    assert status == 200
+    await until(lambda: hub.order("W2")["status"] == "shipped", what="the other order shipped")
+    await until(lambda: hub.outbox("platform.ship", "W2"), what="its write-back queued")
+    assert hub.outbox("carrier.intercept", "W1") == []  # the box holds W2's goods too: not brought back by the carrier
+    assert len([r for r in hub.rows(sa.select(outbox.c.id).where(outbox.c.kind == "wms.order"))]) == 1
+
+
+async def test_a_merged_box_the_wms_cancels_sends_the_other_order_again_once(hub):
+    await _merged_and_picking(hub)
+    await hub.arrive(fulfillment_order("W1", buyer="open-w", status=Status.CANCELLED, updated=60))
+    await until(lambda: hub.order("W1")["status"] == "cancelled", what="W1 intercepted")
+    await until(lambda: len(_boxes_with(hub, "W2")) == 2, what="W2 sent again in a box of its own")
+    await until(lambda: hub.order("W2")["status"] == "shipped", timeout=60, what="W2 shipped")
+    # the WMS's answer and its `cancelled` callback both said so: sent again once
+    assert hub.events("W2").count("wms_resent") == 1 and len(_boxes_with(hub, "W2")) == 2
+    assert [o.status for o in _boxes_with(hub, "W2")] == ["cancelled", "shipped"]
+    assert "after_cancel" not in hub.instruction("W1")["detail"]

@@ -24,7 +24,7 @@ from orderhub.domain.pii import SEALED
 from orderhub.domain.status import Status
 from orderhub.services.interception import (
     ACTOR, EXPEDITE_PRIORITY, FREEZE_PRIORITY, OUTCOMES, Ctx, cancel_order, carrier_intercept, execute, lift_hold, locked_order,
-    notify_result, outbox_key, plan_for, record_of, resend, serving, too_late,
+    notify_result, outbox_key, plan_for, record_of, serving, too_late,
 )
 
 K, P = InstructionKind, PackageStatus
@@ -98,21 +98,21 @@ def _follow_up(ctx: Ctx, order_id: str, iid: int, what: InstructionKind, code: s
     alone = [p for p in repo.packages(conn, [order_id]) if P(p.status) in LIVE] == [r for r in rows if r.order_id == order_id]
     reroute = what is K.ADDRESS and not others and alone and ctx.service is not None and ctx.service.reroutes(conn, order, rows)
     if what is K.CANCEL or (others and what is K.ADDRESS) or reroute:
-        # A merged package whose member changed address no longer ships as one: drop it, send the rest again.
+        # A merged package whose member changed address no longer ships as one: drop it, send the rest again —
+        # once the WMS has dropped it (cancel_confirmed): a WMS refusing the cancel ships the box, and the rest
+        # sent again meanwhile would ship twice.
         outbox_repo.enqueue(conn, kind="wms.cancel", endpoint=wms, payload=base, idempotency_key=outbox_key("wms.cancel", iid, code),
                             order_id=order_id, priority=FREEZE_PRIORITY, now=ctx.now)
         repo.move(conn, [(r.order_id, r.package_no) for r in rows], P.CANCELLED, (P.FROZEN, P.QUEUED, P.ACCEPTED, P.PICKING), ctx.now)
         ctx.wake()
+        if others:
+            audit_repo.join_merge_group(conn, order_id, None, ctx.now, actor=ACTOR, reason="拦截：移出合单")
+        after = {"code": code, "resend": sorted(others | ({order_id} if what is K.ADDRESS and not reroute else set())), "reaudit": reroute}
+        if after["resend"] or reroute:
+            _set_detail(conn, iid, after_cancel=after)
         if what is K.CANCEL:
-            resend(ctx, order_id, others)
             cancel_order(ctx, repo.lock_orders(conn, [order_id])[order_id], iid, "拦截成功：仓库已冻结并取消")
             return
-        if reroute:
-            _reaudit(ctx, order, iid)
-        else:
-            resend(ctx, order_id, others)
-            if ctx.service is not None:
-                ctx.service.queue_orders(conn, [order_id], ctx.now)
         repo.update_instruction(conn, iid, [Outcome.FROZEN], outcome=Outcome.APPLIED.value, answered_at=ctx.now)
         notify_result(ctx, order_id, iid, what, "address_updated")
         return
@@ -127,6 +127,39 @@ def _follow_up(ctx: Ctx, order_id: str, iid: int, what: InstructionKind, code: s
     outbox_repo.enqueue(conn, kind=kind, endpoint=wms, payload=payload, idempotency_key=outbox_key(kind, iid, code), order_id=order_id,
                         priority=FREEZE_PRIORITY, now=ctx.now)
     ctx.wake()
+
+
+def _set_detail(conn: sa.Connection, iid: int, **values: Any) -> None:
+    row = repo.instruction(conn, iid)
+    repo.update_instruction(conn, iid, [row.outcome], detail={**(row.detail or {}), **values})
+
+
+def cancel_confirmed(conn: sa.Connection, code: str, iid: int, now: datetime) -> str:
+    """The WMS dropped a package OrderHub asked it to cancel (its answer to the wms.cancel, or its `cancelled`
+    callback, whichever comes first): the merged orders that were in it are sent again, an address that
+    belongs to another warehouse is audited again. Once: the instruction keeps what is still to do."""
+    first = repo.instruction(conn, iid)
+    after = (first.detail or {}).get("after_cancel") if first is not None else None
+    if not after or after.get("code") != code:
+        return "noted"
+    ctx = Ctx(conn, serving(conn), now)
+    repo.lock_orders(conn, sorted({first.order_id, *after["resend"]}))  # the orders first: the global lock order
+    row = repo.instruction(conn, iid, lock=True)
+    detail = dict(row.detail or {})
+    if detail.pop("after_cancel", None) is None:
+        return "noted"  # the other path was first
+    repo.update_instruction(conn, iid, [row.outcome], detail=detail)
+    if after.get("reaudit"):
+        _reaudit(ctx, repo.lock_orders(conn, [first.order_id])[first.order_id], iid)
+    if after["resend"]:
+        if ctx.service is not None:
+            ctx.service.queue_orders(conn, after["resend"], ctx.now)
+        else:  # no WMS configured in this process: the audit sends them again
+            audit_repo.set_audit_state(conn, after["resend"], audit_repo.AuditState.PENDING)
+        for oid in after["resend"]:
+            repo.event(conn, oid, ctx.now, actor=ACTOR, kind="wms_resent", reason=f"仓库已取消合单包裹 {code}（指令 #{iid}）：重新发往仓库",
+                       data={"instruction": iid, "code": code})
+    return "settled"
 
 
 def _reaudit(ctx: Ctx, order: Any, iid: int) -> None:

@@ -279,6 +279,8 @@ class Fulfillment:
                 return freeze_answers.record_follow_up(conn, iid, code, result, now=now)
             if message.kind == "wms.cancel" and result == "refused":
                 wms_events.cancel_refused(conn, self, code, iid, now)
+            elif message.kind == "wms.cancel" and result == "cancelled":
+                return freeze_answers.cancel_confirmed(conn, code, iid, now)
         return "noted"
 
     # -- the API --------------------------------------------------------------------------------

@@ -207,8 +207,11 @@ def _cancelled(conn: sa.Connection, wms: WmsConfig, orders: dict[str, Any], rows
     target, sources = EVENT_MOVES["cancelled"]
     moving = [r for r in rows if P(r.status) in sources]
     repo.move(conn, _keys(moving), target, sources, now)
+    ours = str(iid or "").isdigit()
+    if ours and rows:
+        freeze_answers.cancel_confirmed(conn, rows[0].wms_order_no, int(iid), now)
     for oid in sorted({r.order_id for r in moving}):
-        if str(iid or "").isdigit():
+        if ours:
             repo.event(conn, oid, now, actor=f"wms:{wms.name}", kind="wms_cancelled", reason=f"仓库已取消包裹（指令 #{iid}）")
             continue
         row = orders[oid]
@@ -219,20 +222,34 @@ def _cancelled(conn: sa.Connection, wms: WmsConfig, orders: dict[str, Any], rows
 
 def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: int, now: datetime) -> None:
     """A frozen package the WMS would not cancel after all (it says packed): it will ship, so the cancel is too
-    late after all and the carrier is asked to bring the parcel back as soon as the ship event names its waybill."""
-    rows = repo.packages_by_code(conn, code)
-    locked = repo.lock_orders(conn, sorted({r.order_id for r in rows}))  # the orders first: the global lock order
+    late after all and the carrier is asked to bring the parcel back as soon as the ship event names its waybill.
+    A merged package ships with the other orders' goods in it: those orders ship as they were (never sent a
+    second time) and the carrier is not asked to bring the box back; the order's own goods are a task for CS."""
+    first = repo.instruction(conn, iid)
+    if first is None:
+        return
+    rows = repo.packages_by_code(conn, code)  # without the cancelled order when it left the merge group: `others` are the rest
+    locked = repo.lock_orders(conn, sorted({first.order_id, *(r.order_id for r in rows)}))  # the orders first: the global lock order
     row = repo.instruction(conn, iid, lock=True)
-    if row is not None:
-        detail = dict(row.detail or {})
-        waiting = sorted({*(detail.get("awaiting_waybill") or ()), *(r.package_no for r in rows if r.order_id == row.order_id)})
-        repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail={**detail, "awaiting_waybill": waiting})
-    for oid in sorted({r.order_id for r in rows}):
-        repo.event(conn, oid, now, actor=f"wms:{rows[0].wms}", kind="intercept_too_late", reason=f"仓库拒绝取消包裹（指令 #{iid}）：已打包")
-        order = locked[oid]
-        holds = [*(order.holds or []), {"code": HoldCode.INTERCEPT_PENDING.value, "reason": "仓库拒绝取消：已打包，发出后将申请快递拦截",
-                                        "source": "fulfillment", "instruction": iid}]
-        repo.save_order(conn, order, {"holds": holds}, now, actor="fulfillment", kind="hold_placed", reason="仓库拒绝取消：已打包")
+    detail = dict(row.detail or {})
+    detail.pop("after_cancel", None)  # nothing is sent again: the box ships
+    others = [r for r in rows if r.order_id != row.order_id]
+    mine = [r.package_no for r in rows if r.order_id == row.order_id]
+    if others:
+        repo.move(conn, _keys(others), P.PACKED, (P.CANCELLED,), now)
+        reason = "仓库拒绝取消：合单包裹已打包，含其他订单的商品，不申请快递拦截：请联系买家退回本单商品"
+    else:
+        detail["awaiting_waybill"] = sorted({*(detail.get("awaiting_waybill") or ()), *mine})
+        reason = "仓库拒绝取消：已打包，发出后将申请快递拦截"
+    repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail=detail)
+    actor = f"wms:{rows[0].wms}" if rows else "fulfillment"
+    repo.event(conn, row.order_id, now, actor=actor, kind="intercept_too_late", reason=f"仓库拒绝取消包裹（指令 #{iid}）：已打包")
+    order = locked[row.order_id]
+    holds = [*(order.holds or []), {"code": HoldCode.INTERCEPT_PENDING.value, "reason": reason, "source": "fulfillment", "instruction": iid}]
+    repo.save_order(conn, order, {"holds": holds}, now, actor="fulfillment", kind="hold_placed", reason=reason)
+    for oid in sorted({r.order_id for r in others}):
+        repo.event(conn, oid, now, actor=actor, kind="wms_cancel_refused",
+                   reason=f"仓库拒绝取消合单包裹 {code}（指令 #{iid}）：本单随包裹照常发出", data={"instruction": iid, "code": code})
 
 
 # -- shipping ----------------------------------------------------------------------------------------
