@@ -79,16 +79,14 @@ def day_summary(conn: sa.Connection, day: date, now: datetime, ship_sla: timedel
 def _on_time_rate(conn: sa.Connection, in_day: sa.ColumnElement[bool], now: datetime, sla: timedelta) -> float | None:
     """Shipped within the SLA / (shipped + past the SLA and not shipped); None while nothing is due yet.
     Orders cancelled or closed before they shipped are not due."""
-    shipped = (
-        sa.select(order_events.c.order_id, sa.func.min(order_events.c.at).label("at"))
-        .where(order_events.c.to_status == Status.SHIPPED.value)
-        .where(order_events.c.order_id.in_(sa.select(orders.c.id).where(in_day)))
-        .group_by(order_events.c.order_id).subquery()
+    # one pass over the day's orders, each one's first shipped event looked up by its order's index
+    # (a join with the shipped events grouped per order read the day's orders twice and every shipped event)
+    first_shipped = (
+        sa.select(sa.func.min(order_events.c.at))
+        .where(order_events.c.order_id == orders.c.id, order_events.c.to_status == Status.SHIPPED.value)
+        .correlate(orders).scalar_subquery()
     )
-    rows = conn.execute(
-        sa.select(orders.c.paid_at, orders.c.status, shipped.c.at).select_from(orders.outerjoin(shipped, shipped.c.order_id == orders.c.id))
-        .where(in_day)
-    ).all()
+    rows = conn.execute(sa.select(orders.c.paid_at, orders.c.status, first_shipped.label("shipped_at")).where(in_day)).all()
     on_time = due = 0
     for paid_at, status, shipped_at in rows:
         if shipped_at is not None:

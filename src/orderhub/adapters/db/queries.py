@@ -12,11 +12,12 @@ import orjson
 import sqlalchemy as sa
 
 from orderhub.adapters.db.tables import (
-    customer_channels, customers, fulfillments, order_events, order_lines, orders, parcels, quarantine, reservations,
+    HELD_SQL, customer_channels, customers, fulfillments, order_events, order_lines, orders, parcels, quarantine, reservations,
 )
 from orderhub.domain.errors import ErrorCode, OrderHubError
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+HELD = sa.text(HELD_SQL)  # orders with a hold, as the partial index ix_orders_held has it
 
 
 def plain(row: Any) -> dict[str, Any]:
@@ -81,7 +82,7 @@ def list_orders(conn: sa.Connection, filters: OrderFilters, limit: int, cursor: 
     if f.phone_last4_hash:
         query = query.where(orders.c.phone_last4_hash == f.phone_last4_hash)
     if f.held:
-        query = query.where(sa.cast(orders.c.holds, sa.Text) != "[]")
+        query = query.where(HELD)
     if f.q:
         # one search box: the platform's order number, OrderHub's id, or a waybill number
         term = f.q.strip()
@@ -156,7 +157,7 @@ def _packages_of(conn: sa.Connection, ids: list[str]) -> dict[str, list[dict[str
 def hold_counts(conn: sa.Connection) -> dict[str, int]:
     """Orders per hold code, over every order that has a hold."""
     counts: dict[str, int] = {}
-    for (holds,) in conn.execute(sa.select(orders.c.holds).where(sa.cast(orders.c.holds, sa.Text) != "[]")):
+    for (holds,) in conn.execute(sa.select(orders.c.holds).where(HELD)):
         for code in {h["code"] for h in holds or []}:
             counts[code] = counts.get(code, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
