@@ -53,6 +53,7 @@ class Console:
     """The running demo: its address, and API calls as any demo user (tokens cached per user)."""
 
     base_url: str
+    data_dir: Path
     tokens: dict[str, str] = field(default_factory=dict)
 
     def token(self, username: str) -> str:
@@ -111,7 +112,7 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
             if time.monotonic() > deadline:
                 raise AssertionError(f"orderhub serve did not answer within {STARTUP_TIMEOUT_S:.0f} s")
             time.sleep(0.2)
-        yield Console(base_url)
+        yield Console(base_url, data)
     finally:
         process.terminate()
         try:

@@ -326,3 +326,27 @@ def test_ops_imports_a_store_export_and_sees_the_report(visit, console, tmp_path
     assert "处理完成：12 单，入库 12，隔离 0" in dialog.get_by_test_id("import-progress").inner_text()
     first_no = next(csv.DictReader(io.StringIO(export.read_text(encoding="utf-8"))))["单号"]
     console.wait_for("imported order", lambda: console.get("ops", "/orders", q=first_no, channel="pos")["items"], timeout=30)
+
+
+def test_cs_sees_a_stalled_parcels_ticket_with_its_waybill_and_reason_on_the_logistics_page(visit, console):
+    from datetime import UTC, datetime
+
+    from orderhub.adapters.db.engine import create_engine
+    from orderhub.adapters.db.tables import tickets
+
+    order = console.wait_for("shipped order", lambda: next(
+        (o for o in console.get("admin", "/orders", status="shipped", limit=20)["items"] if (o.get("shipment") or {}).get("waybill_no")), None))
+    waybill = order["shipment"]["waybill_no"]
+    # what the stall check writes (services/tracking.py): the demo's parcels take hours to stall
+    engine = create_engine(f"sqlite:///{console.data_dir / 'orderhub.db'}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(tickets.insert().values(order_id=order["id"], kind="stall_no_first_scan", status="open", created_at=datetime.now(UTC),
+                                                 detail={"severity": "warn", "reason": "发货后24小时无揽收（浏览器测试）", "waybills": [waybill]}))
+    finally:
+        engine.dispose()
+    page = visit(user="cs").page
+    page.goto(f"{console.base_url}/logistics")
+    row = page.get_by_test_id("tickets-table").locator("tr", has_text="发货后24小时无揽收（浏览器测试）")
+    row.wait_for()
+    assert waybill in row.inner_text() and "发货后无揽收" in row.inner_text()

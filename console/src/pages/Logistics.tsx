@@ -29,13 +29,13 @@ function Tickets() {
           options={['open', 'closed'].map((s) => ({ value: s, label: label('ticket', s) }))} />
       </Space>
       <Table size="small" rowKey="id" loading={loading} dataSource={data?.items ?? []} pagination={false}
-        locale={{ emptyText: <EmptyState text={t('logistics.noTickets')} /> }} columns={[
+        locale={{ emptyText: <EmptyState text={t('logistics.noTickets')} /> }} data-testid="tickets-table" columns={[
           { title: t('field.id'), dataIndex: 'id' },
           { title: t('logistics.kind'), dataIndex: 'kind', render: (v) => <Tag color="red">{label('ticketKind', v)}</Tag> },
           { title: t('field.order'), dataIndex: 'order_id', render: (v) => <Link to={`/orders/${v}`}>{String(v).slice(0, 12)}…</Link> },
-          { title: t('field.waybill'), dataIndex: 'waybill_no' },
+          { title: t('field.waybill'), dataIndex: ['detail', 'waybills'], render: (v?: string[]) => (v ?? []).join(', ') },
           { title: t('field.status'), dataIndex: 'status', render: (v) => label('ticket', v) },
-          { title: t('logistics.detail'), dataIndex: 'message', render: (v, r: any) => v ?? r.reason ?? r.detail?.message ?? '' },
+          { title: t('logistics.detail'), dataIndex: ['detail', 'reason'], render: (v?: string) => v ?? '' },
           { title: t('field.createdAt'), dataIndex: 'created_at', render: (v) => time(v) },
           { title: t('field.actions'), key: 'a', render: (_, r: any) => (r.status === 'open' && can('tracking:write')
             ? <Button size="small" onClick={() => setClosing(r)}>{t('logistics.close')}</Button> : null) },
