@@ -31,7 +31,7 @@ export default function AuditLog() {
       {error ? <ErrorState error={error} onRetry={reload} /> : (
         <Card size="small">
           <Table size="small" rowKey="id" loading={loading} dataSource={data?.items ?? []} pagination={false}
-            locale={{ emptyText: <EmptyState /> }}
+            locale={{ emptyText: <EmptyState /> }} data-testid="audit-log-table"
             expandable={{ expandedRowRender: (r: any) => (
               <div style={{ display: 'flex', gap: 16 }}>
                 <pre style={{ flex: 1, background: '#fff5f5', padding: 8, margin: 0, whiteSpace: 'pre-wrap' }}>{JSON.stringify(r.before, null, 2) ?? '—'}</pre>

@@ -126,7 +126,7 @@ export default function Inventory() {
       {error ? <ErrorState error={error} onRetry={reload} /> : (
         <Card size="small">
           <Table<StockRow> size="small" rowKey={(r) => `${r.sku}/${r.warehouse}`} loading={loading} dataSource={data?.items ?? []} pagination={false}
-            locale={{ emptyText: <EmptyState /> }} onRow={(r) => ({ onClick: () => setOpen(r), style: { cursor: 'pointer' } })} columns={[
+            locale={{ emptyText: <EmptyState /> }} data-testid="stock-table" onRow={(r) => ({ onClick: () => setOpen(r), style: { cursor: 'pointer' } })} columns={[
               { title: t('field.sku'), dataIndex: 'sku' },
               { title: t('field.warehouse'), dataIndex: 'warehouse', render: (v) => label('warehouse', v) },
               { title: t('stock.onHand'), dataIndex: 'on_hand', align: 'right' },

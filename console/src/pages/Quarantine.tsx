@@ -48,7 +48,7 @@ export default function Quarantine() {
             options={CHANNELS.map((c) => ({ value: c, label: label('channel', c) }))} />
         </Space>
         <Table size="small" rowKey="id" loading={loading} dataSource={data?.items ?? []} pagination={false}
-          locale={{ emptyText: <EmptyState text={t('quarantine.none')} /> }} columns={[
+          locale={{ emptyText: <EmptyState text={t('quarantine.none')} /> }} data-testid="quarantine-table" columns={[
             { title: t('field.id'), dataIndex: 'id' },
             { title: t('field.channel'), dataIndex: 'channel', render: (v) => label('channel', v) },
             { title: t('field.orderNo'), dataIndex: 'original_id', render: (v) => v ?? '—' },

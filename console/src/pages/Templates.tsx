@@ -87,7 +87,7 @@ export default function Templates() {
       <Typography.Title level={4} style={{ margin: 0 }}>{t('nav.templates')}</Typography.Title>
       <Card size="small">
         <Table size="small" rowKey={(r) => `${r.name}/${r.channel}`} loading={loading} dataSource={data?.items ?? []} pagination={false}
-          locale={{ emptyText: <EmptyState /> }} onRow={(r) => ({ onClick: () => setEditing(r), style: { cursor: 'pointer' } })} columns={[
+          locale={{ emptyText: <EmptyState /> }} data-testid="templates-table" onRow={(r) => ({ onClick: () => setEditing(r), style: { cursor: 'pointer' } })} columns={[
             { title: t('templates.name'), dataIndex: 'name', render: (v) => label('template', v) },
             { title: t('templates.channel'), dataIndex: 'channel', render: (v) => label('notifyChannel', v) },
             { title: t('templates.body'), dataIndex: 'body', ellipsis: true },
