@@ -126,18 +126,23 @@ class CallbackBatches:
 
 
 def _apply_all(service: Fulfillment, items: list[tuple[WmsConfig, dict[str, Any]]]) -> list[Any]:
+    # the global lock order across the group: its orders first (in id order), then the packages' and orders'
+    # callbacks, then the WMS's stock counts (stock rows last, as every single transaction takes them)
+    order = sorted(range(len(items)), key=lambda i: items[i][1].get("event") == "stock")
     for attempt in range(5):
         try:
             with service.engine.begin() as conn:
-                out: list[Any] = []
-                for wms, event in items:
+                repo.lock_for_codes(conn, [str(e.get("order_code") or "") for _, e in items if e.get("event") != "stock"])
+                out: list[Any] = [None] * len(items)
+                for i in order:
+                    wms, event = items[i]
                     savepoint = conn.begin_nested()
                     try:
-                        out.append(_apply_in(conn, service, wms, event))
+                        out[i] = _apply_in(conn, service, wms, event)
                         savepoint.commit()
                     except OrderHubError as exc:
                         savepoint.rollback()
-                        out.append(exc)
+                        out[i] = exc
                 return out
         except sa.exc.OperationalError as exc:
             if not is_deadlock(exc) or attempt == 4:

@@ -114,6 +114,24 @@ def packages_by_code(conn: sa.Connection, code: str, *, lock: bool = False) -> l
     return list(conn.execute(_locked(conn, query.order_by(_f.order_id), lock)))
 
 
+def lock_for_codes(conn: sa.Connection, codes: Iterable[str]) -> None:
+    """Lock, in id order, every order travelling under these WMS order codes. A transaction applying many
+    WMS callbacks takes all its order locks first, as one callback does (orders, then stock): locked one
+    callback at a time, an order locked after an earlier callback's stock row deadlocks with a transaction
+    that holds that order and wants the same stock."""
+    anchors = set()
+    for code in codes:
+        try:
+            anchors.add(parse_code(code)[0])
+        except ValueError:
+            continue
+    ids: set[str] = set()
+    for chunk in _chunks(sorted(anchors)):
+        ids.update(conn.execute(sa.union(sa.select(orders.c.id).where(orders.c.id.in_(chunk)),
+                                         sa.select(orders.c.id).where(orders.c.merge_group.in_(chunk)))).scalars())
+    lock_orders(conn, ids)
+
+
 def locked_by_code(conn: sa.Connection, wms: str, code: str) -> tuple[dict[str, Any], list[Any]]:
     """The orders (locked first) and the packages (locked next) of a WMS order code sent to `wms`."""
     first = packages_by_code(conn, code)
