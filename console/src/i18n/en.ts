@@ -131,7 +131,7 @@ const en: Record<keyof typeof zh, string> = {
   'event.package_shipped': 'Package shipped', 'event.notified': 'Notified', 'event.notify_skipped': 'Notification skipped', 'event.status_conflict': 'Status conflict',
   'event.cancel_requested': 'Cancel requested', 'event.freeze_requested': 'Freeze requested', 'event.freeze_answered': 'Freeze answered', 'event.intercepted': 'Intercepted',
   'event.intercept_too_late': 'Interception too late', 'event.intercept_local': 'Handled locally', 'event.address_changed': 'Address changed', 'event.address_updated': 'Address updated',
-  'event.merged': 'Merged', 'event.unmerged': 'Unmerged', 'event.refund': 'Refund', 'event.wms_withdrawn': 'WMS withdrawn', 'event.wms_cancelled': 'WMS cancelled',
+  'event.merged': 'Merged', 'event.unmerged': 'Unmerged', 'event.refund': 'Refund', 'event.wms_withdrawn': 'WMS withdrawn', 'event.wms_cancelled': 'WMS cancelled', 'event.wms_resent': 'Sent to the WMS again', 'event.wms_cancel_refused': 'WMS refused to cancel the merged box',
   'event.pii_revealed': 'Full details shown', 'event.expedited': 'Expedited',
   'intercept.cancel': 'Cancel', 'intercept.address': 'Address', 'intercept.remark': 'Remark', 'intercept.expedite': 'Expedite',
   'outcome.pending': 'Pending', 'outcome.frozen': 'Frozen', 'outcome.refused': 'Refused', 'outcome.supervisor': 'Awaiting supervisor', 'outcome.applied': 'Applied',

@@ -128,7 +128,7 @@ const zh = {
   'event.package_shipped': '包裹发货', 'event.notified': '已通知', 'event.notify_skipped': '未发通知', 'event.status_conflict': '状态冲突',
   'event.cancel_requested': '申请取消', 'event.freeze_requested': '冻结指令', 'event.freeze_answered': '仓库回复冻结', 'event.intercepted': '已拦截',
   'event.intercept_too_late': '拦截太晚', 'event.intercept_local': '本地处理', 'event.address_changed': '地址变更', 'event.address_updated': '地址已更新',
-  'event.merged': '合单', 'event.unmerged': '取消合单', 'event.refund': '退款', 'event.wms_withdrawn': '仓库撤单', 'event.wms_cancelled': '仓库取消',
+  'event.merged': '合单', 'event.unmerged': '取消合单', 'event.refund': '退款', 'event.wms_withdrawn': '仓库撤单', 'event.wms_cancelled': '仓库取消', 'event.wms_resent': '重新发往仓库', 'event.wms_cancel_refused': '仓库拒绝取消合单',
   'event.pii_revealed': '查看完整信息', 'event.expedited': '加急',
   'intercept.cancel': '取消', 'intercept.address': '改地址', 'intercept.remark': '改备注', 'intercept.expedite': '加急',
   'outcome.pending': '处理中', 'outcome.frozen': '已冻结', 'outcome.refused': '仓库拒绝', 'outcome.supervisor': '待主管决定', 'outcome.applied': '已执行',
