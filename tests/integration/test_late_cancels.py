@@ -297,3 +297,20 @@ async def test_a_merged_box_the_wms_cancels_sends_the_other_order_again_once(hub
     assert hub.events("W2").count("wms_resent") == 1 and len(_boxes_with(hub, "W2")) == 2
     assert [o.status for o in _boxes_with(hub, "W2")] == ["cancelled", "shipped"]
     assert "after_cancel" not in hub.instruction("W1")["detail"]
+
+
+async def test_a_cancel_too_late_for_a_packed_merged_box_is_a_task_for_cs_not_a_carrier_interception(hub):
+    hub.sim.wms.flow.configure({"pack_s": 0.2, "ship_s": 60})
+    await arrive(hub.rt, hub.channel, fulfillment_order("P1", buyer="open-p"), fulfillment_order("P2", buyer="open-p"))
+    await until(lambda: [o for o in hub.sim.wms.flow.orders.values() if o.status == "packed"], what="one merged box, packed")
+    [box] = hub.sim.wms.flow.orders.values()
+    await hub.arrive(fulfillment_order("P1", buyer="open-p", status=Status.CANCELLED, updated=60))
+    await until(lambda: hub.instruction("P1").get("outcome") == "too_late", what="the freeze refused: too late")
+    [hold] = hub.order("P1")["holds"]
+    assert hold["code"] == "intercept_pending" and "合单" in hold["reason"]
+    status, _ = await hub.sim.wms.flow.call(box, "shipped", {"waybill_no": "ZTO7000000002", "carrier": "ZTO"})
+    assert status == 200
+    await until(lambda: hub.order("P2")["status"] == "shipped", what="the other order shipped")
+    await until(lambda: hub.outbox("platform.ship", "P2"), what="its write-back queued")
+    assert hub.outbox("carrier.intercept", "P1") == []  # the box holds P2's goods: CS has the buyer send P1's back
+    assert hub.order("P2")["holds"] in (None, [])

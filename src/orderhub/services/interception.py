@@ -326,9 +326,13 @@ def cancel_order(ctx: Ctx, order: Any, iid: int, reason: str) -> None:
 
 def too_late(ctx: Ctx, order: Any, iid: int, what: InstructionKind, late: list[Any], detail: Mapping[str, Any]) -> None:
     """Packed or shipped: a carrier interception (return to sender / redirect) for a cancel or a new
-    address, with a hold for CS either way. A remark or an expedite that comes too late is only logged."""
+    address, with a hold for CS either way; a cancel of an order whose box holds other orders' goods too
+    is the hold alone. A remark or an expedite that comes too late is only logged."""
     awaiting: list[int] = []
-    if what in (K.CANCEL, K.ADDRESS):
+    if what is K.CANCEL and shares_a_box(ctx.conn, order.id, late):
+        # the box holds another order's goods too: brought back, it would take them from the buyer as well
+        _hold(ctx, order.id, iid, SHARED_BOX_REASON, actor=ACTOR)
+    elif what in (K.CANCEL, K.ADDRESS):
         _hold(ctx, order.id, iid, f"{'取消' if what is K.CANCEL else '改地址'}未能拦截：包裹已打包/已发出，已申请快递拦截", actor=ACTOR)
         for p in late:
             if p.waybill_no:
@@ -342,6 +346,14 @@ def too_late(ctx: Ctx, order: Any, iid: int, what: InstructionKind, late: list[A
                data={"instruction": iid, "packages": [p.package_no for p in late], "awaiting_waybill": awaiting})
     if what is not K.EXPEDITE:
         notify_result(ctx, order.id, iid, what, "too_late")
+
+
+SHARED_BOX_REASON = "取消未能拦截：合单包裹已打包/已发出，含其他订单的商品，不申请快递拦截：请联系买家退回本单商品"
+
+
+def shares_a_box(conn: sa.Connection, order_id: str, packages: list[Any]) -> bool:
+    """Does one of these packages travel in a merged box (合单) with another order's goods?"""
+    return any(r.order_id != order_id for p in packages if p.wms_order_no for r in repo.packages_by_code(conn, p.wms_order_no))
 
 
 def carrier_intercept(conn: sa.Connection, order_id: str, iid: int, what: InstructionKind | str, carrier: str | None, waybill_no: str,

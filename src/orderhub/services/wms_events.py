@@ -27,11 +27,11 @@ from orderhub.adapters.db.engine import is_deadlock
 from orderhub.adapters.db.tables import fulfillments, order_lines
 from orderhub.adapters.wms.stock import wms_signature
 from orderhub.domain.errors import ErrorCode, OrderHubError, SignatureError
-from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, Outcome, PackageStatus
+from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, InstructionKind, Outcome, PackageStatus
 from orderhub.domain.merge import HoldCode
 from orderhub.domain.status import LABELS_ZH, Status, can_transition
 from orderhub.services import freeze_answers, waybills
-from orderhub.services.interception import WAKE
+from orderhub.services.interception import SHARED_BOX_REASON, WAKE
 
 if TYPE_CHECKING:
     from orderhub.services.fulfillment import Fulfillment, WmsConfig
@@ -242,8 +242,9 @@ def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: in
     mine = [r.package_no for r in rows if r.order_id == row.order_id]
     if others:
         repo.move(conn, _keys(others), P.PACKED, (P.CANCELLED,), now)
-        reason = "仓库拒绝取消：合单包裹已打包，含其他订单的商品，不申请快递拦截：请联系买家退回本单商品"
-    else:
+    if others and row.kind == InstructionKind.CANCEL:
+        reason = SHARED_BOX_REASON  # brought back, the box would take the other orders' goods from the buyer too
+    else:  # alone, or a new address: the whole box is redirected
         detail["awaiting_waybill"] = sorted({*(detail.get("awaiting_waybill") or ()), *mine})
         reason = "仓库拒绝取消：已打包，发出后将申请快递拦截"
     repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail=detail)
