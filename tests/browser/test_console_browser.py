@@ -8,6 +8,7 @@ import io
 import re
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from orderhub.domain.access import ROLE_PERMISSIONS, Role
 from orderhub.entrypoints.serve import DEMO_USERS
@@ -315,12 +316,22 @@ def test_ops_imports_a_store_export_and_sees_the_report(visit, console, tmp_path
     page.goto(f"{console.base_url}/orders")
     page.get_by_role("button", name="导入订单").click()
     dialog = page.get_by_role("dialog")
-    dialog.locator(".ant-select").first.click()
-    page.get_by_title("pos-default").click()
+    chosen = dialog.locator(".ant-select-selection-item", has_text="pos-default")
+    for _ in range(3):  # the mappings load while the dialog opens: a click on the list as it redraws can miss
+        dialog.locator(".ant-select").first.click()
+        page.get_by_title("pos-default").click()
+        try:
+            chosen.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
     dialog.locator("input[type=file]").set_input_files(str(export))
     dialog.get_by_role("button", name="开始导入").click()
     done = dialog.get_by_text(re.compile(r"已读取 \d+ 行，12 个订单"))
-    done.wait_for()
+    try:
+        done.wait_for()
+    except PlaywrightTimeout:
+        raise AssertionError(f"no import report; the dialog says: {dialog.inner_text()[:500]}") from None
     # then the pipeline's processing of those orders (the import job), to its report
     dialog.locator("[data-testid=import-progress][data-percent='100']").wait_for(timeout=60_000)
     assert "处理完成：12 单，入库 12，隔离 0" in dialog.get_by_test_id("import-progress").inner_text()
