@@ -24,7 +24,7 @@ from orderhub.domain.pii import SEALED
 from orderhub.domain.status import Status
 from orderhub.services.interception import (
     ACTOR, EXPEDITE_PRIORITY, FREEZE_PRIORITY, OUTCOMES, Ctx, cancel_order, carrier_intercept, execute, lift_hold, locked_order,
-    notify_result, outbox_key, plan_for, record_of, serving, too_late,
+    notify_result, outbox_key, plan_for, record_of, resend, serving, too_late,
 )
 
 K, P = InstructionKind, PackageStatus
@@ -143,19 +143,16 @@ def cancel_confirmed(conn: sa.Connection, code: str, iid: int, now: datetime) ->
     if not after or after.get("code") != code:
         return "noted"
     ctx = Ctx(conn, serving(conn), now)
-    repo.lock_orders(conn, sorted({first.order_id, *after["resend"]}))  # the orders first: the global lock order
+    locked = repo.lock_orders(conn, sorted({first.order_id, *after["resend"]}))  # the orders first: the global lock order
     row = repo.instruction(conn, iid, lock=True)
     detail = dict(row.detail or {})
     if detail.pop("after_cancel", None) is None:
         return "noted"  # the other path was first
     repo.update_instruction(conn, iid, [row.outcome], detail=detail)
     if after.get("reaudit"):
-        _reaudit(ctx, repo.lock_orders(conn, [first.order_id])[first.order_id], iid)
+        _reaudit(ctx, locked[first.order_id], iid)
     if after["resend"]:
-        if ctx.service is not None:
-            ctx.service.queue_orders(conn, after["resend"], ctx.now)
-        else:  # no WMS configured in this process: the audit sends them again
-            audit_repo.set_audit_state(conn, after["resend"], audit_repo.AuditState.PENDING)
+        resend(ctx, first.order_id, set(after["resend"]))
         for oid in after["resend"]:
             repo.event(conn, oid, ctx.now, actor=ACTOR, kind="wms_resent", reason=f"仓库已取消合单包裹 {code}（指令 #{iid}）：重新发往仓库",
                        data={"instruction": iid, "code": code})

@@ -109,8 +109,7 @@ def packages_by_code(conn: sa.Connection, code: str, *, lock: bool = False) -> l
         anchor, package_no, _ = parse_code(code)
     except ValueError:
         return []
-    members = sa.select(orders.c.id).where(sa.or_(orders.c.id == anchor, orders.c.merge_group == anchor))
-    query = sa.select(fulfillments).where(_f.order_id.in_(members), _f.package_no == package_no, _f.wms_order_no == code)
+    query = sa.select(fulfillments).where(_f.order_id.in_(_members([anchor])), _f.package_no == package_no, _f.wms_order_no == code)
     return list(conn.execute(_locked(conn, query.order_by(_f.order_id), lock)))
 
 
@@ -127,9 +126,13 @@ def lock_for_codes(conn: sa.Connection, codes: Iterable[str]) -> None:
             continue
     ids: set[str] = set()
     for chunk in _chunks(sorted(anchors)):
-        ids.update(conn.execute(sa.union(sa.select(orders.c.id).where(orders.c.id.in_(chunk)),
-                                         sa.select(orders.c.id).where(orders.c.merge_group.in_(chunk)))).scalars())
+        ids.update(conn.execute(_members(chunk)).scalars())
     lock_orders(conn, ids)
+
+
+def _members(anchors: list[str]) -> sa.Select:
+    """The orders travelling under these codes' anchors: each anchor, and the orders merged into its group."""
+    return sa.select(orders.c.id).where(sa.or_(orders.c.id.in_(anchors), orders.c.merge_group.in_(anchors)))
 
 
 def locked_by_code(conn: sa.Connection, wms: str, code: str) -> tuple[dict[str, Any], list[Any]]:
