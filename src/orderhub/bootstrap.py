@@ -12,7 +12,7 @@ import httpx
 
 from orderhub.adapters.channels.registry import ChannelRegistry, ShopRegistry
 from orderhub.adapters.channels.ship_writeback import ShipSender
-from orderhub.adapters.db import migrate
+from orderhub.adapters.db import migrate, wakeups
 from orderhub.adapters.db.engine import create_engine
 from orderhub.adapters.db.inbox import InboxWriter, backlog
 from orderhub.adapters.broker.transport import Transport, transport_for
@@ -36,6 +36,7 @@ from orderhub.services.buyer_pii import BuyerPii
 from orderhub.services.channel_status import ChannelMonitor
 from orderhub.services.fulfillment import Fulfillment, WmsConfig
 from orderhub.services.intake import Intake
+from orderhub.services.interception import FAST_KINDS
 from orderhub.services.late_cancels import KIND as INTERCEPT_KIND
 from orderhub.services.late_cancels import CarrierInterceptSender, ShipWriteBackGuard
 from orderhub.services.notifications import Notifier, RateLimits, seed_templates
@@ -127,6 +128,7 @@ class Runtime:
         self._duty_tasks: list[asyncio.Task[None]] = []
         self.broker_worker: BrokerWorker | None = None
         self.workers_running = False
+        self._listener: wakeups.Listener | None = None
 
     def _fulfillment(self) -> Fulfillment | None:
         """Packages to the WMS and freezes back (services/fulfillment.py); none while no WMS is configured."""
@@ -226,6 +228,10 @@ class Runtime:
         if self.workers_running:
             return
         self.workers_running = True
+        if self.engine.dialect.name == "postgresql":
+            # rows another process wrote (an API node's inbox rows, a CS cancel's freeze) wake this one at once
+            self._listener = wakeups.Listener(self.engine, (wakeups.INBOX, wakeups.OUTBOX), self._woken)
+            self._listener.start()
         # the inbox sweep: new rows in embedded mode; in scaled mode retries, pulls, imports, replays
         # and rows a crashed worker had leased
         self._tasks.append(asyncio.create_task(self._work_loop(), name="orderhub-worker"))
@@ -280,8 +286,20 @@ class Runtime:
             pending += await self.transport.lag()
         return pending
 
+    def _woken(self, channel: str, payload: str) -> None:
+        """Another process committed inbox or outbox rows (wakeups.Listener's thread)."""
+        if channel == wakeups.INBOX:
+            self._notify()
+            return
+        self.notify_outbox()
+        if self.fulfillment is not None and (payload in FAST_KINDS or payload == wakeups.RECONNECTED):
+            self.fulfillment.wake_lane()
+
     async def stop_workers(self) -> None:
         self.workers_running = False
+        if self._listener is not None:
+            listener, self._listener = self._listener, None
+            await asyncio.to_thread(listener.stop)
         tasks, self._tasks = self._tasks + self._duty_tasks, []
         self._duty_tasks = []
         for task in tasks:

@@ -112,10 +112,14 @@ class Fulfillment:
         if record is not None and record.info.pop(WAKE, False):
             if self.wake is not None:
                 self.wake()
-            lane = self._lane
-            if lane is not None:
-                with contextlib.suppress(RuntimeError):  # its loop closed: nobody left to wake
-                    lane[1].call_soon_threadsafe(lane[2].set)
+            self.wake_lane()
+
+    def wake_lane(self) -> None:
+        """Wake the freeze lane now (thread-safe)."""
+        lane = self._lane
+        if lane is not None:
+            with contextlib.suppress(RuntimeError):  # its loop closed: nobody left to wake
+                lane[1].call_soon_threadsafe(lane[2].set)
 
     async def run_freeze_lane(self, sender: Sender, *, idle_s: float = 0.5, **relay_options: Any) -> None:
         """A relay of its own for freezes and expedites, woken by the transaction that wrote them: it never

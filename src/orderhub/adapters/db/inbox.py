@@ -14,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from orderhub.adapters.db import wakeups
 from orderhub.adapters.db.tables import inbox
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class InboxWriter:
         try:
             with self._engine.begin() as conn:
                 conn.execute(inbox.insert(), [row for row, _, _ in batch])
+                wakeups.notify(conn, wakeups.INBOX)  # the workers of other processes (PostgreSQL)
             self.commits += 1
             self.rows_written += len(batch)
         except Exception as exc:  # the database is unreachable or full: callers answer 503

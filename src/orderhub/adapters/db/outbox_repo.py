@@ -16,6 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from orderhub.adapters.db import wakeups
 from orderhub.adapters.db.tables import outbox
 
 PENDING, SENDING, SENT, DEAD = "pending", "sending", "sent", "dead"
@@ -80,7 +81,9 @@ def enqueue(
     not_before: datetime | None = None,
 ) -> int | None:
     """Add a message in the caller's transaction, so it exists exactly when the change that causes it
-    commits. The same idempotency key twice is a no-op (None): a replayed event enqueues nothing more."""
+    commits. The same idempotency key twice is a no-op (None): a replayed event enqueues nothing more.
+    On PostgreSQL the commit also wakes the relays of every process (`wakeups`): the one that wrote the
+    row may not run one (an API node in scaled mode)."""
     values = {"kind": kind, "endpoint": endpoint, "idempotency_key": idempotency_key, "order_id": order_id, "recipient": recipient}
     for name, limit in _LIMITS.items():
         if values[name] is not None and len(values[name]) > limit:
@@ -92,7 +95,10 @@ def enqueue(
         .on_conflict_do_nothing(index_elements=[_c.idempotency_key])
         .returning(_c.id)
     )
-    return conn.execute(statement).scalar_one_or_none()
+    message_id = conn.execute(statement).scalar_one_or_none()
+    if message_id is not None:
+        wakeups.notify(conn, wakeups.OUTBOX, kind)
+    return message_id
 
 
 def claim(
