@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import random
 import socket
 import sys
@@ -74,8 +75,9 @@ class BenchChannel:
     ack_body = b'{"code":0,"msg":"success"}'
     ack_media_type = "application/json"
 
-    def __init__(self) -> None:
-        self.orders: dict[str, NormalizedOrder] = {}
+    def __init__(self, orders: Any = None) -> None:
+        # with --split a multiprocessing manager's dict: the worker process reads what the bench has "sold"
+        self.orders: Any = {} if orders is None else orders
 
     @staticmethod
     def sign(body: bytes) -> str:
@@ -128,7 +130,44 @@ def simulator(workdir: Path) -> Any:
         process.stop()
 
 
-async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float = 5.0) -> dict[str, Any]:
+def _registry(channel: BenchChannel) -> ChannelRegistry:
+    return ChannelRegistry(push={"bench": channel}, sources={"bench": channel}, pull=set(), file=None)
+
+
+def _worker_process(settings: Settings, orders: Any, ready: Any, stop: Any) -> None:
+    """--split: `orderhub worker` on the database inbox (processing, audit, relays, freeze lane), in a process of its own."""
+    logging.basicConfig(level=logging.ERROR)
+
+    async def main() -> None:
+        rt = Runtime(settings, channels=_registry(BenchChannel(orders)), run_migrations=False)
+        await rt.start(workers=True, streams=False)
+        ready.set()
+        try:
+            await asyncio.to_thread(stop.wait)
+        finally:
+            await rt.stop()
+
+    asyncio.run(main())
+
+
+@contextlib.contextmanager
+def _worker_node(settings: Settings, orders: Any) -> Any:
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Event(), context.Event()
+    process = context.Process(target=_worker_process, args=(settings, orders, ready, stop), name="orderhub-worker")
+    process.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the worker process did not start within 60 s")
+        yield process
+    finally:
+        stop.set()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+
+
+async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float = 5.0, split: bool = False) -> dict[str, Any]:
     rng = random.Random(seed)
     # the bench platform has no ship write-back: the rows of the orders that shipped dead-letter, as they should, without
     # a warning each (those of the cancels that came too late are withheld: services/late_cancels.py)
@@ -136,7 +175,8 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
     with tempfile.TemporaryDirectory() as tmp, database(backend, Path(tmp)) as url, simulator(Path(tmp)) as sim_url:
         sim = httpx.AsyncClient(base_url=sim_url, timeout=30)
         await sim.put("/_sim/wms/config", json={"accept_s": 0.2, "pack_s": pack_s, "ship_s": 1.0, "pickers": count, "jitter": 0.2, "seed": seed})
-        channel = BenchChannel()
+        manager = multiprocessing.get_context("spawn").Manager() if split else None
+        channel = BenchChannel(manager.dict() if manager is not None else None)
         # fulfillment wired by the Runtime from its settings, as `orderhub serve` does
         fulfillment_settings = FulfillmentSettings(
             wms=[WmsEndpointSettings(name="main", base_url=f"{sim_url}/wms", **DEMO_WMS_APP)],
@@ -144,7 +184,7 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         )
         settings = Settings(database_url=url, data_dir=Path(tmp), pull_interval_s=3600, fulfillment=fulfillment_settings,
                             shops=[ShopSettings(channel="bench", shop_id=SHOP_ID, name="压测店", app_key=APP_KEY, app_secret=APP_SECRET)])
-        rt = Runtime(settings, channels=ChannelRegistry(push={"bench": channel}, sources={"bench": channel}, pull=set(), file=None))
+        rt = Runtime(settings, channels=_registry(channel))
         catalogue.upsert_catalogue(rt.engine, [{"code": "WH-EAST", "name": "华东仓", "city": "上海"}],
                                    [{"code": SKU, "title": "测试纯棉T恤", "category": "服装", "price": 5990, "cost": 2000, "weight_g": 300}])
         with rt.engine.begin() as conn:
@@ -162,7 +202,10 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         while not server.started:
             await asyncio.sleep(0.01)
         await sim.put("/_sim/wms/config", json={"callback_url": f"{hub_url}/api/v1/webhooks/wms/main"})
-        await rt.start(workers=True, streams=False)
+        nodes = contextlib.ExitStack()
+        if split:
+            nodes.enter_context(_worker_node(settings, channel.orders))
+        await rt.start(workers=not split, streams=False)  # split: this process is the API node only
         cancel_sent: dict[str, float] = {}
         try:
             async with httpx.AsyncClient(base_url=hub_url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
@@ -198,6 +241,9 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
                 after_packing = _after_packing(conn, {order_id("bench", o): at for o, at in arrived.items()})
         finally:
             await rt.stop()
+            nodes.close()
+            if manager is not None:
+                manager.shutdown()
             server.should_exit = True
             await serving
             await sim.aclose()
@@ -232,7 +278,7 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         return round(percentile(values, q), 1) if values else None
 
     return {
-        "backend": backend, "orders": count, "burst_s": burst_s, "pack_s": pack_s, "cancels": len(cancel_sent), "intercepted": intercepted, "too_late": too_late,
+        "backend": backend, "processes": "api+worker" if split else "one", "orders": count, "burst_s": burst_s, "pack_s": pack_s, "cancels": len(cancel_sent), "intercepted": intercepted, "too_late": too_late,
         "arrived_before_packing": before_packing, "too_late_before_packing": len(late_margins), "too_late_before_packing_margins_ms": late_margins,
         "freezes_sent": len(delays), "labels_held": held_labels, "neither": other,
         "cancel_to_freeze_p50_ms": ms(delays, 0.50), "cancel_to_freeze_p99_ms": ms(delays, 0.99), "cancel_to_freeze_max_ms": ms(delays, 1.0),
@@ -300,9 +346,13 @@ def main() -> None:
     parser.add_argument("--pack-s", type=float, default=20.0, help="picking start -> packed at the simulated WMS")
     parser.add_argument("--burst-s", type=float, default=5.0, help="the orders' payments arrive evenly over this many seconds")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--split", action="store_true",
+                        help="PostgreSQL: this process as the API node (intake, WMS callbacks) and a worker process (processing, relays)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)  # the platform write-back has no sender here: its rows dead-letter, as they should
-    result = asyncio.run(run(args.backend, args.orders, args.pack_s, args.seed, args.burst_s))
+    if args.split and args.backend != "postgresql":
+        parser.error("--split needs --backend postgresql: SQLite is one process")
+    result = asyncio.run(run(args.backend, args.orders, args.pack_s, args.seed, args.burst_s, args.split))
     print(json.dumps(result, ensure_ascii=False))
 
 
