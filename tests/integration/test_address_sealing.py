@@ -23,7 +23,7 @@ NEW = {"province": "浙江省", "city": "杭州市", "district": "滨江区", "d
 def everything_stored(world) -> str:
     """Every row of every table as text: where the typed street must never appear."""
     out = []
-    with world.rt.engine.connect() as conn:
+    with world.rt.engine.connect().execution_options(readonly=True) as conn:
         for table in metadata.sorted_tables:
             for row in conn.execute(sa.select(table)):
                 out.append(" ".join(v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in row))
@@ -42,7 +42,7 @@ async def intercept(world, oid: str, street: str, headers: dict[str, str] | None
 
 async def test_a_typed_address_is_only_sealed_at_rest_while_the_wms_receives_the_street(world, caplog):
     caplog.set_level(logging.DEBUG)
-    await world.configure(pack_s=1.0)
+    await world.control("/_sim/wms/pause")  # the order waits at the WMS unpacked: the change is applied, never too late
     await world.arrive(build("SA1"))
     await world.status("SA1", "picking")
     asked = await intercept(world, "SA1", STREET)

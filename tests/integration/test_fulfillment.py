@@ -73,8 +73,10 @@ class Hub:
     async def arrive(self, *orders: NormalizedOrder) -> float:
         return await arrive(self.rt, self.channel, *orders)
 
+    # The helpers read as the console does (readonly: no write turn on SQLite), so the test's event
+    # loop, which also serves the simulated WMS and OrderHub's callbacks, never waits behind a commit.
     def order(self, oid: str) -> Any:
-        with self.rt.engine.connect() as conn:
+        with self.rt.engine.connect().execution_options(readonly=True) as conn:
             return conn.execute(sa.select(orders).where(orders.c.id == order_id("fake", oid))).mappings().first() or {}
 
     async def status(self, oid: str, status: str, timeout: float = 10.0) -> Any:
@@ -82,7 +84,7 @@ class Hub:
         return self.order(oid)
 
     def rows(self, query: sa.Select) -> list[Any]:
-        with self.rt.engine.connect() as conn:
+        with self.rt.engine.connect().execution_options(readonly=True) as conn:
             return list(conn.execute(query).mappings())
 
     def events(self, oid: str) -> list[tuple[str, str | None]]:
@@ -106,7 +108,7 @@ class Hub:
         return row["on_hand"], row["reserved"]
 
     def healthy(self) -> bool:
-        with self.rt.engine.connect() as conn:
+        with self.rt.engine.connect().execution_options(readonly=True) as conn:
             return inventory_repo.check_invariant(conn) == []
 
     async def wms(self, path: str = "/_sim/wms/orders") -> Any:
@@ -364,13 +366,13 @@ async def test_a_cancel_of_an_order_not_yet_sent_to_the_wms_is_intercepted_here_
 
 
 async def test_an_address_change_before_packing_is_given_to_the_wms_which_then_picks_on(hub):
-    await hub.configure(pack_s=1.0)
+    await hub.control("/_sim/wms/pause")  # the order waits at the WMS unpacked until the change is in: no race with a packing clock
     await hub.arrive(build("D1"))
     await hub.status("D1", "picking")
     await hub.arrive(build("D1", detail="新地址路8号", updated=30))
+    await until(lambda: [(i["kind"], i["outcome"]) for i in hub.instructions("D1")] == [("address", "applied")], 15, what="address applied")
+    await hub.control("/_sim/wms/resume")
     order = await hub.status("D1", "shipped", timeout=15)
-    [instruction] = hub.instructions("D1")
-    assert (instruction["kind"], instruction["outcome"]) == ("address", "applied")
     at_wms = await hub.wms_order("D1")
     assert at_wms["recipient"]["address"]["detail"] == "新地址路8号" and at_wms["freezes"][0]["result"] == "frozen"
     issued = (await hub.wms("/_sim/cainiao/waybills"))["items"]
@@ -436,12 +438,14 @@ async def test_the_wms_gets_no_label_while_a_supervisor_decides_and_packs_once_i
 
 
 async def test_a_cs_address_change_through_the_api_reaches_the_wms_and_the_order(hub):
-    await hub.configure(pack_s=1.0)
+    await hub.control("/_sim/wms/pause")  # unpacked until the change is in (as above)
     await hub.arrive(build("E1"))
     order = await hub.status("E1", "picking")
     new = {"province": "浙江省", "city": "杭州市", "district": "滨江区", "detail": "网商路699号"}
     asked = await hub.client.post(f"/api/v1/orders/{order['id']}/intercept", json={"kind": "address", "reason": "买家来电改地址", "address": new})
     assert asked.status_code == 202
+    await until(lambda: [i["outcome"] for i in hub.instructions("E1")] == ["applied"], 15, what="address applied")
+    await hub.control("/_sim/wms/resume")
     order = await hub.status("E1", "shipped", timeout=15)
     assert order["address"]["detail"] == "***"  # the typed street is sealed (tests/integration/test_address_sealing.py)
     assert (await hub.wms_order("E1"))["recipient"]["address"]["detail"] == "网商路699号"

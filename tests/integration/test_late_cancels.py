@@ -60,7 +60,7 @@ class Hub:
         await arrive(self.rt, self.channel, order)
 
     def rows(self, query: sa.Select) -> list[Any]:
-        with self.rt.engine.connect() as conn:
+        with self.rt.engine.connect().execution_options(readonly=True) as conn:
             return list(conn.execute(query).mappings())
 
     def order(self, oid: str) -> Any:

@@ -61,3 +61,24 @@ def test_readers_do_not_wait_for_a_writer(engine: sa.Engine) -> None:
         started = time.monotonic()
         assert count(engine) == 0  # WAL: the reader sees the last commit, at once
         assert time.monotonic() - started < 0.5
+
+
+def test_a_second_write_transaction_in_the_thread_holding_the_turn_fails_at_once(engine: sa.Engine) -> None:
+    # it could only wait for itself: without the check it would stall every writer for the busy timeout
+    with engine.begin() as outer:
+        outer.execute(sa.text("INSERT INTO t (v) VALUES (1)"))
+        started = time.monotonic()
+        with pytest.raises(sa.exc.OperationalError, match="second write transaction"), engine.begin() as inner:
+            inner.execute(sa.text("INSERT INTO t (v) VALUES (2)"))
+        assert time.monotonic() - started < 1.0
+        assert count(engine) == 0  # a read beside it still works
+    assert count(engine) == 1  # the outer transaction commits
+
+    def other_writer() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t (v) VALUES (3)"))
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    thread.join(timeout=5)
+    assert not thread.is_alive() and count(engine) == 2  # the turn was given back

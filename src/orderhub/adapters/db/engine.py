@@ -89,6 +89,11 @@ class _WriterTurn:
         if conn.get_execution_options().get("readonly"):
             conn.exec_driver_sql("BEGIN")
             return
+        if self._holder_thread == threading.get_ident():
+            # This thread has the turn already (a second connection inside its own transaction):
+            # waiting could only end with the timeout, every other writer stalled until then.
+            log.error("a second SQLite write transaction in the thread that holds the turn:\n%s", "".join(traceback.format_stack()))
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, RuntimeError("a second write transaction in one thread"))
         # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred read-then-write
         # transaction fails with SQLITE_BUSY under concurrency instead of waiting.
         if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own busy timeout would
@@ -118,7 +123,7 @@ class _WriterTurn:
         return "".join(traceback.format_stack(frame)) if frame is not None else "(the holding thread has ended)"
 
     def _release(self) -> None:
-        self._holder = None
+        self._holder = self._holder_thread = None
         self._lock.release()
 
 
