@@ -14,7 +14,8 @@ A cancel "arrives" when OrderHub has stored it (its inbox row: what the platform
 for); the freeze "reaches the WMS" when the simulated WMS receives it. Prints one JSON line:
 cancel_to_freeze_p50_ms / _p99_ms, cancels, intercepted, too_late, too_late_before_packing (a cancel that
 arrived before the WMS packed the parcel and still came too late: must be 0), and push_sent_to_freeze_*
-(the same, but from the moment the bench started sending the push).
+(the same, but from the moment the bench started sending the push), and cpu_s: the CPU seconds this process
+spent from the first push until everything settled (what the burst costs; on 2 cores the latency tails follow it).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import json
 import logging
 import multiprocessing
 import random
+import resource
 import socket
 import sys
 import tempfile
@@ -207,6 +209,7 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
             nodes.enter_context(_worker_node(settings, channel.orders))
         await rt.start(workers=not split, streams=False)  # split: this process is the API node only
         cancel_sent: dict[str, float] = {}
+        cpu_before = _cpu_s()
         try:
             async with httpx.AsyncClient(base_url=hub_url, timeout=30, limits=httpx.Limits(max_connections=64)) as client:
                 async def push(order: NormalizedOrder, at: datetime) -> float:
@@ -228,6 +231,7 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
 
                 await asyncio.gather(*(one(n) for n in range(count)))
             await _settled(rt.engine, count, timeout=120 + 4 * pack_s)
+            cpu_s = _cpu_s() - cpu_before
             wms = {o["order_code"].split("-")[0]: o for o in (await sim.get("/_sim/wms/orders")).json()["items"]}
             held_labels = sum(1 for c in (await sim.get("/_sim/wms/callbacks", params={"event": "waybill_request"})).json()["items"]
                               if c["status_code"] == 409)
@@ -286,7 +290,14 @@ async def run(backend: str, count: int, pack_s: float, seed: int, burst_s: float
         "stored_to_written_p50_ms": ms(processing, 0.50), "stored_to_written_p99_ms": ms(processing, 0.99),
         "written_to_wms_p50_ms": ms(relaying, 0.50), "written_to_wms_p99_ms": ms(relaying, 0.99),
         **after_packing,
+        "cpu_s": round(cpu_s, 2),
     }
+
+
+def _cpu_s() -> float:
+    """CPU seconds this process used so far (user + system): OrderHub (the API node only with --split) and the bench's pushes."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _after_packing(conn: sa.Connection, cancel_arrived: dict[str, float]) -> dict[str, Any]:

@@ -134,6 +134,9 @@ def _apply_all(service: Fulfillment, items: list[tuple[WmsConfig, dict[str, Any]
             with service.engine.begin() as conn:
                 repo.lock_for_codes(conn, [str(e.get("order_code") or "") for _, e in items if e.get("event") != "stock"])
                 out: list[Any] = [None] * len(items)
+                if len(items) == 1:  # alone (the common case off-peak): a refusal rolls the transaction back, no savepoint needed
+                    out[0] = _apply_in(conn, service, *items[0])
+                    return out
                 for i in order:
                     wms, event = items[i]
                     savepoint = conn.begin_nested()
@@ -144,6 +147,10 @@ def _apply_all(service: Fulfillment, items: list[tuple[WmsConfig, dict[str, Any]
                         savepoint.rollback()
                         out[i] = exc
                 return out
+        except OrderHubError as exc:  # the one event was refused: nothing of it is written
+            if len(items) != 1:
+                raise
+            return [exc]
         except sa.exc.OperationalError as exc:
             if not is_deadlock(exc) or attempt == 4:
                 raise
@@ -155,7 +162,7 @@ def _apply_in(conn: sa.Connection, service: Fulfillment, wms: WmsConfig, event: 
     if kind == "stock":
         return _stock(conn, wms, event, now)
     code = str(event.get("order_code") or "")
-    orders, rows = repo.locked_by_code(conn, wms.name, code)
+    orders, rows = repo.locked_by_code(conn, wms.name, code, orders_locked=True)  # _apply_all took the orders' locks
     at = _time(event.get("at")) or now
     iid = event.get("instruction_id")
     if kind in ("frozen", "refused"):

@@ -135,13 +135,15 @@ def _members(anchors: list[str]) -> sa.Select:
     return sa.select(orders.c.id).where(sa.or_(orders.c.id.in_(anchors), orders.c.merge_group.in_(anchors)))
 
 
-def locked_by_code(conn: sa.Connection, wms: str, code: str) -> tuple[dict[str, Any], list[Any]]:
-    """The orders (locked first) and the packages (locked next) of a WMS order code sent to `wms`."""
-    first = packages_by_code(conn, code)
+def locked_by_code(conn: sa.Connection, wms: str, code: str, *, orders_locked: bool = False) -> tuple[dict[str, Any], list[Any]]:
+    """The orders (locked first) and the packages (locked next) of a WMS order code sent to `wms`.
+    `orders_locked`: the transaction holds the code's orders already (lock_for_codes): the packages are
+    locked at once, one query fewer."""
+    first = packages_by_code(conn, code, lock=orders_locked)
     if not first or first[0].wms != wms:
         raise OrderHubError(ErrorCode.NOT_FOUND, f"no package {code!r} was sent to WMS {wms}", "order_code")
     orders = lock_orders(conn, {p.order_id for p in first})
-    return orders, packages_by_code(conn, code, lock=True)
+    return orders, first if orders_locked else packages_by_code(conn, code, lock=True)
 
 
 def upsert_packages(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
