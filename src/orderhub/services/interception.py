@@ -133,12 +133,13 @@ OUTCOMES = {Action.SUPERVISOR: Outcome.SUPERVISOR, Action.LOCAL: Outcome.APPLIED
 
 def request_change(
     conn: sa.Connection, order_id: str, kind: str, source: str, received_at: datetime, detail: Mapping[str, Any] | None = None,
-    *, now: datetime | None = None, applied_by_caller: bool = False,
+    *, now: datetime | None = None, applied_by_caller: bool = False, packages: list[Any] | None = None,
 ) -> dict[str, Any]:
     """Turn a change into a freeze instruction, in the caller's transaction. `received_at` is when the
     change arrived (the platform message's receipt, the CS request). With `applied_by_caller`, a change
     that needs no WMS (nothing sent yet) was already applied by the caller (processing cancels and
-    re-audits such orders itself); only the instruction and the withdrawn packages are written here."""
+    re-audits such orders itself); only the instruction and the withdrawn packages are written here.
+    `packages`: the order's packages, every one, that the caller has locked already (after the order)."""
     try:
         what = InstructionKind(kind)
     except ValueError:
@@ -148,7 +149,8 @@ def request_change(
     order = locked_order(conn, order_id)
     if order.status in (Status.CANCELLED, Status.CLOSED, Status.PENDING_PAYMENT) and not applied_by_caller:
         raise OrderHubError(ErrorCode.ORDER_STATE, f"order {order_id} is {order.status}: there is nothing to intercept", "status")
-    packages = repo.packages(conn, [order_id], lock=True)
+    if packages is None:
+        packages = repo.packages(conn, [order_id], lock=True)
     plan = plan_for(conn, order, what, packages, received_at, detail)
     if plan.action is Action.DUPLICATE:
         repo.event(conn, order_id, ctx.now, actor=source, kind="intercept_duplicate", reason=f"重复的{_LABELS[what]}指令：{plan.reason}",
@@ -415,13 +417,12 @@ def platform_changes(conn: sa.Connection, changes: Mapping[str, PlatformChange],
     at_wms: set[str] = set()
     ids = sorted(changes)
     orders = repo.lock_orders(conn, ids)
-    by_order: dict[str, list[Any]] = {}
+    every: dict[str, list[Any]] = {}
     for p in repo.packages(conn, ids, lock=True):
-        if P(p.status) is not P.CANCELLED:
-            by_order.setdefault(p.order_id, []).append(p)
+        every.setdefault(p.order_id, []).append(p)
     for oid in ids:
-        change, row = changes[oid], orders[oid]
-        live = by_order.get(oid, [])  # on their way or shipped
+        change, row, packages = changes[oid], orders[oid], every.get(oid, [])
+        live = [p for p in packages if P(p.status) is not P.CANCELLED]  # on their way or shipped
         sent = any(v.handed_over or v.status is not P.QUEUED for v in views(conn, live))
         if change.after in (Status.CANCELLED, Status.CLOSED):
             if sent:
@@ -429,21 +430,24 @@ def platform_changes(conn: sa.Connection, changes: Mapping[str, PlatformChange],
                 if row.status != change.before:
                     repo.save_order(conn, row, {"status": change.before}, now, actor=change.actor, kind="cancel_requested", log_status=False,
                                     reason=f"平台已取消：包裹已交仓库，订单保持{LABELS_ZH[Status(change.before)]}，先发冻结指令")
-                request_change(conn, oid, "cancel", change.actor, received_at, {"reason": "平台取消 platform cancel", "platform": change.after}, now=now)
+                request_change(conn, oid, "cancel", change.actor, received_at, {"reason": "平台取消 platform cancel", "platform": change.after}, now=now,
+                               packages=packages)
                 at_wms.add(oid)
                 continue
             for e in change.held_events:
                 repo.event(conn, oid, now, actor=e.actor, kind=e.kind, reason=e.reason, data=e.data, from_status=e.from_status, to_status=e.to_status)
             if live:
-                request_change(conn, oid, "cancel", change.actor, received_at, {"reason": "平台取消 platform cancel"}, now=now, applied_by_caller=True)
+                request_change(conn, oid, "cancel", change.actor, received_at, {"reason": "平台取消 platform cancel"}, now=now, applied_by_caller=True,
+                               packages=packages)
             continue
         wanted = []
         if "address_changed" in change.kinds:
             wanted.append(("address", {"address": row.address, "reason": "平台修改收货地址"}))
         if change.kinds & _REMARK_KINDS:
             wanted.append(("remark", {"remark": row.seller_remark, "buyer_message": row.buyer_message, "reason": "平台修改备注/留言"}))
-        for kind, detail in wanted if live else ():
-            request_change(conn, oid, kind, change.actor, received_at, detail, now=now, applied_by_caller=not sent)
+        for n, (kind, detail) in enumerate(wanted if live else ()):  # the second one reads the packages the first may have withdrawn
+            request_change(conn, oid, kind, change.actor, received_at, detail, now=now, applied_by_caller=not sent,
+                           packages=packages if n == 0 else None)
         if sent:
             at_wms.add(oid)
             if change.kinds & _AUDIT_KINDS:
