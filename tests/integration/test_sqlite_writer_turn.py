@@ -82,3 +82,23 @@ def test_a_second_write_transaction_in_the_thread_holding_the_turn_fails_at_once
     thread.start()
     thread.join(timeout=5)
     assert not thread.is_alive() and count(engine) == 2  # the turn was given back
+
+
+def test_a_writer_kept_waiting_says_who_holds_the_turn(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("orderhub.adapters.db.engine.WARN_AFTER_S", 0.2)
+    holding = threading.Event()
+
+    def slow_writer_holding_the_turn() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO t (v) VALUES (1)"))
+            holding.set()
+            time.sleep(0.8)
+
+    thread = threading.Thread(target=slow_writer_holding_the_turn)
+    thread.start()
+    holding.wait(5)
+    with engine.begin() as conn:  # waits, warns after 0.2 s, then gets its turn
+        conn.execute(sa.text("INSERT INTO t (v) VALUES (2)"))
+    thread.join(5)
+    [warning] = [r for r in caplog.records if "waiting" in r.getMessage()]
+    assert "slow_writer_holding_the_turn" in warning.getMessage() and count(engine) == 2

@@ -17,6 +17,7 @@ from sqlalchemy import event
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 30  # how long a SQLite writer waits for the write lock before it fails
+WARN_AFTER_S = 5  # a writer waiting this long for its turn logs who holds it
 
 
 def _json_serializer(value: object) -> str:
@@ -96,9 +97,12 @@ class _WriterTurn:
             raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, RuntimeError("a second write transaction in one thread"))
         # Writers take the write lock up front (BEGIN IMMEDIATE): a deferred read-then-write
         # transaction fails with SQLITE_BUSY under concurrency instead of waiting.
-        if not self._lock.acquire(timeout=BUSY_TIMEOUT_S):  # as SQLite's own busy timeout would
-            log.error("no SQLite write turn within %s s; the writer holding it:\n%s", BUSY_TIMEOUT_S, self._holder_stack())
-            raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked (writer turn)"))
+        if not self._lock.acquire(timeout=WARN_AFTER_S):
+            # a turn is normally a few ms: say early who holds it, while it still does
+            log.warning("waiting %s s for the SQLite write turn; the writer holding it:\n%s", WARN_AFTER_S, self._holder_stack())
+            if not self._lock.acquire(timeout=BUSY_TIMEOUT_S - WARN_AFTER_S):  # as SQLite's own busy timeout would
+                log.error("no SQLite write turn within %s s; the writer holding it:\n%s", BUSY_TIMEOUT_S, self._holder_stack())
+                raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked (writer turn)"))
         self._holder = id(conn.connection.dbapi_connection)
         self._holder_thread = threading.get_ident()
         try:
