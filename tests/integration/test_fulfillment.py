@@ -472,3 +472,20 @@ async def test_a_freeze_answer_lost_before_it_was_recorded_is_recovered_from_the
     assert order["status"] == "cancelled" and hub.stock(TEE) == (100, 0)
     assert [i["outcome"] for i in hub.instructions("K1")] == ["applied"]
     assert await asyncio.to_thread(hub.fulfillment.reconcile, timedelta(0)) == 0  # settled once
+
+
+async def test_a_refused_event_in_a_callback_group_leaves_the_other_events_of_the_group_applied(hub):
+    from orderhub.services import wms_events  # the group's transaction itself: which events share one is the loop's timing
+
+    await hub.control("/_sim/wms/pause")  # the WMS reports nothing more of the package meanwhile
+    await hub.arrive(build("W1"))
+    await hub.status("W1", "picking")
+    code = hub.packages("W1")[0]["wms_order_no"]
+    wms = hub.fulfillment.wms["main"]
+    events = [(wms, {"event": "packed", "order_code": code}), (wms, {"event": "packed", "order_code": f"{code}-not-ours"}),
+              (wms, {"event": "frozen", "order_code": code})]  # a freeze answer without its instruction id: refused too
+    results = await asyncio.to_thread(wms_events._apply_all, hub.fulfillment, events)
+    assert results[0] == "packed"
+    assert [type(r).__name__ for r in results[1:]] == ["OrderHubError", "OrderHubError"]
+    assert [r.code.value for r in results[1:]] == ["not_found", "invalid_request"]
+    assert hub.packages("W1")[0]["status"] == "packed" and [k for k, _ in hub.events("W1")].count("wms_packed") == 1

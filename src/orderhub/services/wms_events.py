@@ -129,32 +129,33 @@ def _apply_all(service: Fulfillment, items: list[tuple[WmsConfig, dict[str, Any]
     # the global lock order across the group: its orders first (in id order), then the packages' and orders'
     # callbacks, then the WMS's stock counts (stock rows last, as every single transaction takes them)
     order = sorted(range(len(items)), key=lambda i: items[i][1].get("event") == "stock")
-    for attempt in range(5):
+    careful = False  # each event in a savepoint of its own: only once an event of the group was refused
+    deadlocks = 0
+    while True:
         try:
             with service.engine.begin() as conn:
                 repo.lock_for_codes(conn, [str(e.get("order_code") or "") for _, e in items if e.get("event") != "stock"])
                 out: list[Any] = [None] * len(items)
-                if len(items) == 1:  # alone (the common case off-peak): a refusal rolls the transaction back, no savepoint needed
-                    out[0] = _apply_in(conn, service, *items[0])
-                    return out
                 for i in order:
-                    wms, event = items[i]
+                    if not careful:  # a refusal undoes the whole group, which then runs again, carefully
+                        out[i] = _apply_in(conn, service, *items[i])
+                        continue
                     savepoint = conn.begin_nested()
                     try:
-                        out[i] = _apply_in(conn, service, wms, event)
+                        out[i] = _apply_in(conn, service, *items[i])
                         savepoint.commit()
                     except OrderHubError as exc:
                         savepoint.rollback()
                         out[i] = exc
                 return out
-        except OrderHubError as exc:  # the one event was refused: nothing of it is written
-            if len(items) != 1:
-                raise
-            return [exc]
+        except OrderHubError as exc:  # not careful yet: nothing of the group was written
+            if len(items) == 1:
+                return [exc]
+            careful = True
         except sa.exc.OperationalError as exc:
-            if not is_deadlock(exc) or attempt == 4:
+            deadlocks += 1
+            if not is_deadlock(exc) or deadlocks == 5:
                 raise
-    raise AssertionError("unreachable")
 
 
 def _apply_in(conn: sa.Connection, service: Fulfillment, wms: WmsConfig, event: dict[str, Any]) -> Any:
