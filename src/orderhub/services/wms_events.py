@@ -148,7 +148,9 @@ def _apply_all(service: Fulfillment, items: list[tuple[WmsConfig, dict[str, Any]
                         savepoint.rollback()
                         out[i] = exc
                 return out
-        except OrderHubError as exc:  # not careful yet: nothing of the group was written
+        except OrderHubError as exc:  # an event refused: the transaction and all of the group's writes are undone
+            if careful:
+                raise  # careful, events' refusals stay in their savepoints: this one is the group's own (lock_for_codes)
             if len(items) == 1:
                 return [exc]
             careful = True
