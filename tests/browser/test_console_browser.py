@@ -9,6 +9,7 @@ import re
 
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import expect
 
 from orderhub.domain.access import ROLE_PERMISSIONS, Role
 from orderhub.entrypoints.serve import DEMO_USERS
@@ -140,8 +141,8 @@ def test_ops_edits_a_rule_in_the_jdm_editor_dry_runs_and_publishes_it(visit, con
     # the read-only JSON view is a Monaco editor: it must come (with its worker) from the app's assets
     page.get_by_role("tab", name="源码 JSON").click()
     source = page.get_by_test_id("rules-source").locator(".monaco-editor .view-lines")
-    source.wait_for()
-    assert '"priority-input"' in source.inner_text().replace("\xa0", " ")
+    # Monaco draws the lines after the element appears (once it showed only "{"): wait for the rule's key
+    expect(source).to_contain_text('"priority-input"', timeout=15_000)
 
     # the back-test is a job on the server: the bar is its real progress, polled until 100 %, then the report
     page.get_by_role("tab", name="回测").click()
