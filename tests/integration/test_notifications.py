@@ -88,13 +88,13 @@ def notify(engine: sa.Engine, notifier: Notifier, oid: str, event: str, **kw: An
 
 
 def events_of(engine: sa.Engine, oid: str) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
+    with engine.connect().execution_options(readonly=True) as conn:
         rows = conn.execute(sa.select(order_events).where(order_events.c.order_id == oid).order_by(order_events.c.id)).mappings()
         return [{str(k): v for k, v in r.items()} for r in rows]
 
 
 def outbox_rows(engine: sa.Engine) -> list[dict[str, Any]]:
-    with engine.connect() as conn:
+    with engine.connect().execution_options(readonly=True) as conn:
         return [{str(k): v for k, v in r.items()} for r in conn.execute(sa.select(outbox).order_by(outbox.c.id)).mappings()]
 
 

@@ -44,12 +44,12 @@ async def push(rt: Runtime, *messages) -> bytes:
 
 
 def scalar(rt: Runtime, query):
-    with rt.engine.connect() as conn:
+    with rt.engine.connect().execution_options(readonly=True) as conn:
         return conn.execute(query).scalar_one()
 
 
 def rows(rt: Runtime, query):
-    with rt.engine.connect() as conn:
+    with rt.engine.connect().execution_options(readonly=True) as conn:
         return conn.execute(query).mappings().all()
 
 

@@ -81,11 +81,11 @@ class World:
         self.clock.unix = SHIPPED + int(hours * H)
 
     def count(self, table: sa.Table, *where: Any) -> int:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(readonly=True) as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
 
     def row(self, table: sa.Table, *where: Any) -> Any:
-        with self.engine.connect() as conn:
+        with self.engine.connect().execution_options(readonly=True) as conn:
             return conn.execute(sa.select(table).where(*where)).one()
 
 
@@ -205,7 +205,7 @@ async def _stall_case(world: World, oid: str, scans: list[tuple[float, str]], ho
     world.at(hours)
     await world.push()
     world.tracker.check_stalls(world.clock.utc())
-    with world.engine.connect() as conn:
+    with world.engine.connect().execution_options(readonly=True) as conn:
         return sorted(conn.execute(sa.select(tickets.c.kind).where(tickets.c.order_id == oid)).scalars())
 
 
