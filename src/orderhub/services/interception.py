@@ -373,13 +373,18 @@ def carrier_intercept(conn: sa.Connection, order_id: str, iid: int, what: Instru
 
 
 def _hold(ctx: Ctx, order_id: str, iid: int, reason: str, *, actor: str) -> None:
-    """The hold goes on the order's list; its status stays (the parcel is at the WMS either way)."""
-    order = locked_order(ctx.conn, order_id)
-    # this hold replaces the plain one the status table put on a refused platform cancel (domain/merge.py)
+    place_hold(ctx.conn, order_id, iid, reason, ctx.now, actor=actor)
+
+
+def place_hold(conn: sa.Connection, order_id: str, iid: int, reason: str, now: datetime, *, actor: str) -> None:
+    """The instruction's hold goes on the order's list; its status stays (the parcel is at the WMS either way)."""
+    order = locked_order(conn, order_id)
+    # this hold replaces the instruction's earlier one, and the plain one the status table put on a refused
+    # platform cancel (domain/merge.py)
     holds = [h for h in (order.holds or []) if h.get("instruction") != iid
              and not (h.get("code") == HoldCode.INTERCEPT_PENDING.value and "instruction" not in h and "source" not in h)]
     holds.append({"code": HoldCode.INTERCEPT_PENDING.value, "reason": reason, "source": ACTOR, "instruction": iid})
-    repo.save_order(ctx.conn, order, {"holds": holds}, ctx.now, actor=actor, kind="hold_placed", reason=reason,
+    repo.save_order(conn, order, {"holds": holds}, now, actor=actor, kind="hold_placed", reason=reason,
                     data={"code": HoldCode.INTERCEPT_PENDING.value, "instruction": iid})
 
 

@@ -30,7 +30,7 @@ from orderhub.domain.errors import ErrorCode, OrderHubError, SignatureError
 from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, InstructionKind, Outcome, PackageStatus
 from orderhub.domain.merge import HoldCode
 from orderhub.domain.status import LABELS_ZH, Status, can_transition
-from orderhub.services import freeze_answers, waybills
+from orderhub.services import freeze_answers, interception, waybills
 from orderhub.services.interception import SHARED_BOX_REASON, WAKE
 
 if TYPE_CHECKING:
@@ -244,7 +244,7 @@ def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: in
     if first is None:
         return
     rows = repo.packages_by_code(conn, code)  # without the cancelled order when it left the merge group: `others` are the rest
-    locked = repo.lock_orders(conn, sorted({first.order_id, *(r.order_id for r in rows)}))  # the orders first: the global lock order
+    repo.lock_orders(conn, sorted({first.order_id, *(r.order_id for r in rows)}))  # the orders first: the global lock order
     row = repo.instruction(conn, iid, lock=True)
     detail = dict(row.detail or {})
     detail.pop("after_cancel", None)  # nothing is sent again: the box ships
@@ -260,9 +260,7 @@ def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: in
     repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail=detail)
     actor = f"wms:{rows[0].wms}" if rows else "fulfillment"
     repo.event(conn, row.order_id, now, actor=actor, kind="intercept_too_late", reason=f"仓库拒绝取消包裹（指令 #{iid}）：已打包")
-    order = locked[row.order_id]
-    holds = [*(order.holds or []), {"code": HoldCode.INTERCEPT_PENDING.value, "reason": reason, "source": "fulfillment", "instruction": iid}]
-    repo.save_order(conn, order, {"holds": holds}, now, actor="fulfillment", kind="hold_placed", reason=reason)
+    interception.place_hold(conn, row.order_id, iid, reason, now, actor=interception.ACTOR)
     for oid in sorted({r.order_id for r in others}):
         repo.event(conn, oid, now, actor=actor, kind="wms_cancel_refused",
                    reason=f"仓库拒绝取消合单包裹 {code}（指令 #{iid}）：本单随包裹照常发出", data={"instruction": iid, "code": code})
