@@ -109,7 +109,7 @@ def _follow_up(ctx: Ctx, order_id: str, iid: int, what: InstructionKind, code: s
             audit_repo.join_merge_group(conn, order_id, None, ctx.now, actor=ACTOR, reason="拦截：移出合单")
         after = {"code": code, "resend": sorted(others | ({order_id} if what is K.ADDRESS and not reroute else set())), "reaudit": reroute}
         if after["resend"] or reroute:
-            _set_detail(conn, iid, after_cancel=after)
+            repo.add_to_detail(conn, iid, after_cancel=after)
         if what is K.CANCEL:
             cancel_order(ctx, repo.lock_orders(conn, [order_id])[order_id], iid, "拦截成功：仓库已冻结并取消")
             return
@@ -127,11 +127,6 @@ def _follow_up(ctx: Ctx, order_id: str, iid: int, what: InstructionKind, code: s
     outbox_repo.enqueue(conn, kind=kind, endpoint=wms, payload=payload, idempotency_key=outbox_key(kind, iid, code), order_id=order_id,
                         priority=FREEZE_PRIORITY, now=ctx.now)
     ctx.wake()
-
-
-def _set_detail(conn: sa.Connection, iid: int, **values: Any) -> None:
-    row = repo.instruction(conn, iid)
-    repo.update_instruction(conn, iid, [row.outcome], detail={**(row.detail or {}), **values})
 
 
 def cancel_confirmed(conn: sa.Connection, code: str, iid: int, now: datetime) -> str:

@@ -342,8 +342,7 @@ def too_late(ctx: Ctx, order: Any, iid: int, what: InstructionKind, late: list[A
             else:
                 awaiting.append(p.package_no)
         if awaiting:  # asked when the WMS reports the waybill (the ship handler)
-            row = repo.instruction(ctx.conn, iid)
-            repo.update_instruction(ctx.conn, iid, [row.outcome], detail={**(row.detail or {}), "awaiting_waybill": awaiting})
+            repo.add_to_detail(ctx.conn, iid, awaiting_waybill=awaiting)
     repo.event(ctx.conn, order.id, ctx.now, actor=ACTOR, kind="intercept_too_late", reason=f"指令 #{iid}（{what.value}）太晚：包裹已打包或已发出",
                data={"instruction": iid, "packages": [p.package_no for p in late], "awaiting_waybill": awaiting})
     if what is not K.EXPEDITE:

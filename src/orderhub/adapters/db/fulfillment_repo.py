@@ -208,6 +208,12 @@ def update_instruction(conn: sa.Connection, instruction_id: int, expected: Itera
     return result.rowcount == 1
 
 
+def add_to_detail(conn: sa.Connection, instruction_id: int, **values: Any) -> None:
+    """Set keys of an instruction's detail, its outcome as it is (the caller holds the order's lock)."""
+    row = instruction(conn, instruction_id)
+    update_instruction(conn, instruction_id, [row.outcome], detail={**(row.detail or {}), **values})
+
+
 def mark_sent(conn: sa.Connection, instruction_id: int, at: datetime) -> None:
     """When the instruction first went to the WMS (kept whichever answer path settles it)."""
     conn.execute(sa.update(freeze_instructions).where(_i.id == instruction_id, _i.sent_at.is_(None)).values(sent_at=at))
