@@ -193,7 +193,7 @@ def execute(ctx: Ctx, order: Any, iid: int, what: InstructionKind, plan: Plan, p
     if plan.withdraw:
         _withdraw(ctx, order, plan.withdraw, reason=f"{label}：尚未交给仓库，撤回")
     if plan.action is Action.SUPERVISOR:
-        _hold(ctx, order.id, iid, f"{label}指令与 #{plan.other} 冲突（15秒内），待主管处理", actor=source)
+        place_hold(ctx.conn, order.id, iid, f"{label}指令与 #{plan.other} 冲突（15秒内），待主管处理", ctx.now, actor=source)
         repo.event(conn, order.id, ctx.now, actor=source, kind="intercept_supervisor", reason=f"{label}指令 #{iid} 转主管：{plan.reason}",
                    data={"instruction": iid, "conflicts_with": plan.other})
         return
@@ -333,9 +333,9 @@ def too_late(ctx: Ctx, order: Any, iid: int, what: InstructionKind, late: list[A
     awaiting: list[int] = []
     if what is K.CANCEL and shares_a_box(ctx.conn, order.id, late):
         # the box holds another order's goods too: brought back, it would take them from the buyer as well
-        _hold(ctx, order.id, iid, SHARED_BOX_REASON, actor=ACTOR)
+        place_hold(ctx.conn, order.id, iid, SHARED_BOX_REASON, ctx.now, actor=ACTOR)
     elif what in (K.CANCEL, K.ADDRESS):
-        _hold(ctx, order.id, iid, f"{'取消' if what is K.CANCEL else '改地址'}未能拦截：包裹已打包/已发出，已申请快递拦截", actor=ACTOR)
+        place_hold(ctx.conn, order.id, iid, f"{'取消' if what is K.CANCEL else '改地址'}未能拦截：包裹已打包/已发出，已申请快递拦截", ctx.now, actor=ACTOR)
         for p in late:
             if p.waybill_no:
                 carrier_intercept(ctx.conn, order.id, iid, what, p.carrier, p.waybill_no, p.package_no, detail, ctx.now)
@@ -369,10 +369,6 @@ def carrier_intercept(conn: sa.Connection, order_id: str, iid: int, what: Instru
         payload[SEALED] = detail[SEALED]  # the typed street: the carrier sender opens it (PiiVault.open_address)
     outbox_repo.enqueue(conn, kind="carrier.intercept", endpoint=f"carrier:{carrier or 'unknown'}"[:64], payload=payload,
                         idempotency_key=outbox_key("carrier.intercept", iid, waybill_no), order_id=order_id, priority=FREEZE_PRIORITY, now=now)
-
-
-def _hold(ctx: Ctx, order_id: str, iid: int, reason: str, *, actor: str) -> None:
-    place_hold(ctx.conn, order_id, iid, reason, ctx.now, actor=actor)
 
 
 def place_hold(conn: sa.Connection, order_id: str, iid: int, reason: str, now: datetime, *, actor: str) -> None:

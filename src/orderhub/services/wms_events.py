@@ -30,8 +30,8 @@ from orderhub.domain.errors import ErrorCode, OrderHubError, SignatureError
 from orderhub.domain.fulfillment import EVENT_MOVES, LIVE, InstructionKind, Outcome, PackageStatus
 from orderhub.domain.merge import HoldCode
 from orderhub.domain.status import LABELS_ZH, Status, can_transition
-from orderhub.services import freeze_answers, interception, waybills
-from orderhub.services.interception import SHARED_BOX_REASON, WAKE
+from orderhub.services import freeze_answers, waybills
+from orderhub.services.interception import ACTOR, SHARED_BOX_REASON, WAKE, place_hold
 
 if TYPE_CHECKING:
     from orderhub.services.fulfillment import Fulfillment, WmsConfig
@@ -260,7 +260,7 @@ def cancel_refused(conn: sa.Connection, service: Fulfillment, code: str, iid: in
     repo.update_instruction(conn, iid, [row.outcome], outcome=Outcome.TOO_LATE.value, detail=detail)
     actor = f"wms:{rows[0].wms}" if rows else "fulfillment"
     repo.event(conn, row.order_id, now, actor=actor, kind="intercept_too_late", reason=f"仓库拒绝取消包裹（指令 #{iid}）：已打包")
-    interception.place_hold(conn, row.order_id, iid, reason, now, actor=interception.ACTOR)
+    place_hold(conn, row.order_id, iid, reason, now, actor=ACTOR)
     for oid in sorted({r.order_id for r in others}):
         repo.event(conn, oid, now, actor=actor, kind="wms_cancel_refused",
                    reason=f"仓库拒绝取消合单包裹 {code}（指令 #{iid}）：本单随包裹照常发出", data={"instruction": iid, "code": code})
